@@ -23,25 +23,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+    found = {}
+    for name, spec in COMMANDS.items():
+        try:
+            if importlib.util.find_spec(spec[0]) is not None:
+                found[name] = spec
+        except ModuleNotFoundError:  # its package does not exist (yet)
+            pass
+    return found
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="vit-study", description=__doc__.splitlines()[0])
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    """A parser listing every command; only the command being run is imported and gets its options."""
+    parser = argparse.ArgumentParser(prog="vit-study", description="Vision Transformer scaling study on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = {}
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
     for name, (module_name, help_text) in _available().items():
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-        modules[name] = module
-    return parser, modules
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+    return parser, module
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     try:
-        return int(modules[args.command].run(args) or 0)
+        return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -48,7 +48,10 @@ def vit_forward_macs(model) -> int:
     cfg = model.config
     tokens = model.patch_embed.num_patches + model.num_prefix_tokens
     embed = getattr(model.patch_embed, "forward_macs", None)
-    total = embed() if embed else linear_macs(model.patch_embed.num_patches, model.patch_embed.proj.in_features, cfg.width)
+    if embed is None:
+        total = linear_macs(model.patch_embed.num_patches, model.patch_embed.proj.in_features, cfg.width)
+    else:
+        total = embed()
     total += cfg.depth * transformer_block_macs(tokens, cfg.width, cfg.mlp_dim)
     return total + head_macs(model)
 

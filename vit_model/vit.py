@@ -162,7 +162,8 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.dropout)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear stochastic depth
         self.blocks = nn.ModuleList(
-            Block(cfg.width, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.dropout, cfg.attn_dropout, rate, cfg.norm_eps)
+            Block(cfg.width, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.dropout, cfg.attn_dropout, rate,
+                  cfg.norm_eps)
             for rate in rates
         )
         self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(cfg.width, eps=cfg.norm_eps)

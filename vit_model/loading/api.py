@@ -54,8 +54,10 @@ def _check_keys(model: nn.Module, state: dict, path: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys {missing}")
@@ -64,7 +66,8 @@ def _check_keys(model: nn.Module, state: dict, path: Path) -> None:
     if shapes:
         problems.append("wrong shapes: " + "; ".join(shapes))
     if problems:
-        raise CheckpointError(f"{path} does not fit {getattr(model, 'model_name', 'the model')}: " + " | ".join(problems))
+        name = getattr(model, "model_name", "the model")
+        raise CheckpointError(f"{path} does not fit {name}: " + " | ".join(problems))
 
 
 def load_pretrained(model_name: str, path, image_size=None, **overrides) -> nn.Module:
