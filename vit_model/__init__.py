@@ -12,7 +12,7 @@ from .patches import patchify, patchify_numpy, unpatchify, unpatchify_numpy
 from .pos_embed import resample_pos_embed
 from .registry import create_model, family_of, list_families, list_models, model_config
 from .variants import VIT_SIZES, decode_vit_variant
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 from .weights import load_model, save_model
 
 __all__ = [

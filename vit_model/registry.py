@@ -7,8 +7,8 @@ family's config and builds the model. Unknown names fail with the list of known 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
 
 from torch import nn
 

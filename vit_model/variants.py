@@ -7,7 +7,7 @@ for scaling studies on a CPU: the paper's sizes keep the MLP at 4x width and 64-
 from __future__ import annotations
 
 from .registry import register_family
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 
 # size letter: (width, depth, mlp_dim, num_heads)
 VIT_SIZES: dict[str, tuple[int, int, int, int]] = {

@@ -210,7 +210,14 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images or patches to the normalised token sequence ``[B, prefix + N, D]``."""
-        x = self.patch_embed(x)
+        return self.encode(self.patch_embed(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings ``[B, N, D]`` to the normalised token sequence (class token, positions, blocks, norm).
+
+        Split from :meth:`forward_features` so that objectives which alter embeddings (masked patch prediction)
+        reuse the encoder as it is.
+        """
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         x = self.pos_drop(x + self.pos_embed.to(x.dtype))

@@ -7,8 +7,8 @@ head type, pooling ...). Formats for more families register themselves with :fun
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
