@@ -22,6 +22,8 @@ def _native(path: Path) -> Converted | None:
         record = read_record(path)
     except Exception:
         return None
+    if "config" not in record or "family" not in record:
+        return None  # e.g. a Hugging Face config.json beside the weights
     config = {k: v for k, v in record["config"].items() if k != "image_size"}
     return Converted(read_state_dict(path), config)
 
@@ -42,11 +44,15 @@ def _convert(path: Path, family: str) -> Converted:
     raise CheckpointError(f"{path}: not a known {family} checkpoint format (tried {known}); first keys: {sample}")
 
 
-def _grid_of(pos_embed: torch.Tensor, prefix: int, path: Path) -> tuple[int, int]:
+def _grid_of(pos_embed: torch.Tensor, prefix: int, path: Path, hint: tuple[int, int] | None) -> tuple[int, int]:
+    """The checkpoint's patch grid: square, or the configured grid when that is what it holds."""
     n = pos_embed.shape[1] - prefix
+    if hint is not None and hint[0] * hint[1] == n:
+        return tuple(hint)
     side = math.isqrt(n)
     if side * side != n:
-        raise CheckpointError(f"{path}: pos_embed holds {n} patch positions, not a square grid")
+        raise CheckpointError(f"{path}: pos_embed holds {n} patch positions, not a square grid; "
+                              "pass the checkpoint's image_size")
     return side, side
 
 
@@ -85,7 +91,8 @@ def load_pretrained(model_name: str, path, image_size=None, **overrides) -> nn.M
     probe = model_config(model_name, **{k: v for k, v in values.items() if k != "image_size"})
     patch = getattr(probe, "patch_size", None)
     prefix = int(bool(getattr(probe, "class_token", False)))
-    ckpt_grid = _grid_of(state["pos_embed"], prefix, path) if "pos_embed" in state else None
+    hint = getattr(probe, "grid", None) if image_size is None else None
+    ckpt_grid = _grid_of(state["pos_embed"], prefix, path, hint) if "pos_embed" in state else None
     if image_size is None:
         stride = getattr(probe, "embed_stride", patch)
         image_size = (ckpt_grid[0] * stride, ckpt_grid[1] * stride) if ckpt_grid and stride else probe.image_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         if path.suffix == ".npz" or (head.startswith(b"PK") and _is_npz(path)):
             with np.load(path, allow_pickle=False) as data:
                 return {k: torch.from_numpy(np.asarray(data[k])) for k in data.files}
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # training checkpoints (timm, the T2T authors') carry their argparse.Namespace: plain data, allowed
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as exc:  # unpickling refused, corrupt zip, not a checkpoint at all ...
