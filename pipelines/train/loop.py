@@ -1,0 +1,196 @@
+"""The per-worker training function of Ray Train: ``train_func({"config": ..., "plan": ...})``.
+
+Imported by the driver (CLI), by Tune trials and by tests; never copied. Each worker builds the FSDP2-sharded model,
+restores the latest checkpoint if Ray Train hands one over, trains to ``plan.total_steps``, evaluates, checkpoints,
+and rank 0 logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.device_mesh import init_device_mesh
+
+from pipelines.tracking import NullLogger, RunLogger
+
+from . import checkpointing, metrics
+from .config import TrainConfig, model_options
+from .config_loading import from_dict
+from .evaluate import pre_logit_features, top1_accuracy
+from .fewshot import fewshot_accuracy, fewshot_metrics
+from .optim import BatchSplit, build_optimizer, build_scheduler, clip_grad_norm, split_batch
+from .parallelize import build_model, local_parameter_count
+from .plan import RunPlan
+from .resources import torch_threads
+from .sources import FEWSHOT_EVAL, FEWSHOT_TRAIN, TEST, VAL, RayDataSource, SyntheticSource, patch_geometry
+
+log = logging.getLogger(__name__)  # Ray Train routes worker logging to the console once (print would be doubled)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient norm became NaN/inf; the message names the step."""
+
+
+def make_source(cfg: TrainConfig, plan: RunPlan, model_config, split: BatchSplit, rank: int, world: int,
+                images_seen: int = 0):
+    if not plan.synthetic:
+        return RayDataSource(split=split, eval_batch_size=cfg.eval.batch_size, seed=cfg.data.seed,
+                             first_epoch=images_seen // plan.train_size)
+    return SyntheticSource(geometry=patch_geometry(model_config), num_classes=plan.num_classes,
+                           train_size=cfg.data.synthetic_size, eval_size=cfg.data.synthetic_eval_size,
+                           seed=cfg.data.seed, split=split, rank=rank, world_size=world,
+                           eval_batch_size=cfg.eval.batch_size, fewshot_train_size=cfg.eval.fewshot_train_size,
+                           fewshot_eval_size=cfg.eval.fewshot_eval_size)
+
+
+def train_step(model, optimizer, scheduler, batches, *, split: BatchSplit, device, meter: metrics.StepMeter,
+               grad_clip: float, step: int) -> tuple[float, float, float]:
+    """One optimiser step over ``split.accumulation`` micro-batches; returns (global mean loss, grad norm, lr)."""
+    total = torch.zeros((), device=device)
+    for i in range(split.accumulation):
+        inputs, labels = meter.wait_for(batches)
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        model.set_requires_gradient_sync(i == split.accumulation - 1)  # reduce-scatter once per step
+        loss = F.cross_entropy(model(inputs).float(), labels) / split.accumulation
+        loss.backward()
+        total += loss.detach()
+    dist.all_reduce(total, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
+    if dist.get_backend() != "nccl":  # gloo has no AVG
+        total /= dist.get_world_size()
+    grad_norm = clip_grad_norm(model.parameters(), grad_clip)
+    loss_value, norm_value = total.item(), grad_norm.item()
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        raise NonFiniteError(f"non-finite training signal at step {step}: loss {loss_value}, gradient norm "
+                             f"{norm_value}; stopping (lower optim.lr or raise schedule.warmup)")
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return loss_value, norm_value, lr
+
+
+def evaluation_metrics(model, source, cfg: TrainConfig, plan: RunPlan, *, device, dummy, final: bool,
+                       step: int) -> dict[str, float]:
+    """Top-1 (validation; test at the end) and few-shot accuracies due at ``step``."""
+    out = {}
+    if VAL in plan.eval_splits and (final or (plan.eval_every and step % plan.eval_every == 0)):
+        out[metrics.VAL_TOP1] = top1_accuracy(model, source.eval_batches(VAL), device=device, dummy=dummy)
+    if final and cfg.eval.test and TEST in plan.eval_splits:
+        out[metrics.TEST_TOP1] = top1_accuracy(model, source.eval_batches(TEST), device=device, dummy=dummy)
+    if cfg.eval.fewshot_shots and (final or (plan.fewshot_every and step % plan.fewshot_every == 0)):
+        train_x, train_y = pre_logit_features(model, source.eval_batches(FEWSHOT_TRAIN), device=device, dummy=dummy)
+        test_x, test_y = pre_logit_features(model, source.eval_batches(FEWSHOT_EVAL), device=device, dummy=dummy)
+        accuracies = fewshot_accuracy(train_x, train_y, test_x, test_y, num_classes=plan.num_classes,
+                                      shots=cfg.eval.fewshot_shots, seeds=cfg.eval.fewshot_seeds,
+                                      l2_reg=cfg.eval.fewshot_l2_reg)
+        out.update(fewshot_metrics(plan.dataset_name, accuracies))
+    return out
+
+
+def save_and_report(payload: dict, *, model, optimizer, scheduler, progress, cfg: TrainConfig, rank: int,
+                    logger, final: bool) -> None:
+    """Collective: write this rank's checkpoint part (plus the consolidated export at the end) and report it."""
+    directory = checkpointing.new_checkpoint_dir()
+    try:
+        checkpointing.write_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler,
+                                       progress=progress, run_config=cfg.to_dict(), rank=rank)
+        if final and cfg.checkpoint.export:
+            export = checkpointing.export_consolidated(model, directory / checkpointing.EXPORT_DIR, rank)
+            if export is not None:
+                logger.log_artifacts(export, "model")
+                logger.log_artifact(directory / checkpointing.CONFIG_FILE)
+        ray.train.report(payload, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                         checkpoint_dir_name=f"step-{progress.step:08d}")
+    finally:
+        checkpointing.remove(directory)
+
+
+def train_func(loop_config: dict) -> None:
+    """Ray Train's per-worker entry point. ``loop_config = {"config": TrainConfig dict, "plan": RunPlan dict}``."""
+    # validated by the driver; not again here, where the driver's local paths may not exist (other nodes)
+    cfg, plan = from_dict(TrainConfig, loop_config["config"]), RunPlan.from_dict(loop_config["plan"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(torch_threads(plan.cpus_per_worker))
+    mesh = init_device_mesh(device.type, (world,))
+    model = build_model(cfg.model.name, num_classes=plan.num_classes, image_size=cfg.data.image_size,
+                        options=model_options(cfg), seed=cfg.seed, parallel=cfg.parallel, mesh=mesh, device=device)
+    split = split_batch(cfg.schedule, world)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+                                decay=cfg.schedule.decay)
+    progress, resumed = checkpointing.Progress(), ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as directory:
+            progress = checkpointing.read_checkpoint(directory, model=model, optimizer=optimizer,
+                                                     scheduler=scheduler, rank=rank)
+    else:
+        torch.manual_seed(cfg.seed + 1 + rank)  # dropout / stochastic depth differ per rank
+    logger = RunLogger(plan.tracking_uri, plan.mlflow_run_id) if rank == 0 and plan.mlflow_run_id else NullLogger()
+    source = make_source(cfg, plan, model.config, split, rank, world, progress.images_seen)
+    _run(cfg, plan, model=model, optimizer=optimizer, scheduler=scheduler, source=source, split=split,
+         progress=progress, resumed=resumed is not None, rank=rank, world=world, device=device, logger=logger)
+
+
+def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source, split: BatchSplit, progress,
+         resumed: bool, rank: int, world: int, device, logger) -> None:
+    throughput = metrics.Throughput(metrics.forward_flops_per_image(model), split.global_batch, world,
+                                    metrics.peak_flops(device, cfg.metrics.peak_tflops))
+    dummy = patch_geometry(model.config).dummy()
+    local_params = local_parameter_count(model)
+    batches = source.train_microbatches(progress.step)
+    started = time.perf_counter()
+    model.train()
+    while progress.step < plan.total_steps:
+        if cfg.fault.kill_at_step == progress.step + 1 and rank == cfg.fault.kill_rank and not resumed:
+            _die(logger)
+        meter = metrics.StepMeter()
+        loss, grad_norm, lr = train_step(model, optimizer, scheduler, batches, split=split, device=device,
+                                         meter=meter, grad_clip=cfg.optim.grad_clip, step=progress.step + 1)
+        progress.step += 1
+        progress.images_seen += split.global_batch
+        step, final = progress.step, progress.step == plan.total_steps
+        payload = throughput.step_metrics(step=step, loss=loss, lr=lr, grad_norm=grad_norm, meter=meter,
+                                          images_seen=progress.images_seen, epoch_size=plan.train_size)
+        evaluated = evaluation_metrics(model, source, cfg, plan, device=device, dummy=dummy, final=final, step=step)
+        payload.update(evaluated)
+        if final:
+            payload[metrics.WALL_TIME] = time.perf_counter() - started
+        logger.log_metrics(payload, step)
+        payload["fsdp/local_params"] = local_params
+        checkpoint_due = final or bool(plan.checkpoint_every and step % plan.checkpoint_every == 0)
+        if checkpoint_due or evaluated or step % cfg.metrics.log_every == 0:
+            logger.flush()
+            if rank == 0:
+                log.info(_progress_line(payload, plan.total_steps))
+            if checkpoint_due:
+                save_and_report(payload, model=model, optimizer=optimizer, scheduler=scheduler, progress=progress,
+                                cfg=cfg, rank=rank, logger=logger, final=final)
+            else:
+                ray.train.report(payload)
+    logger.flush()
+
+
+def _die(logger) -> None:
+    """Test hook: this worker process dies mid-run (SIGKILL, no clean-up), once its reported checkpoints are
+    committed - Ray Train registers a report asynchronously, and a crash before that would lose it."""
+    logger.flush()
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _progress_line(payload: dict, total_steps: int) -> str:
+    shown = {k: v for k, v in payload.items() if k not in (metrics.STEP, "fsdp/local_params")}
+    parts = [f"{k.split('/', 1)[-1] if k.startswith('train/') else k} {v:.4g}" for k, v in shown.items()]
+    return f"step {payload[metrics.STEP]}/{total_steps}: " + ", ".join(parts)
