@@ -7,7 +7,7 @@ DATA ?= ../shared/data/cifar10-jpg
 # What `make test` selects: everything that needs no GPU (fast, slow and cluster tests).
 TEST_MARKS ?= not gpu
 
-.PHONY: venv demo test test-fast lint
+.PHONY: venv demo study test test-fast lint
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(BIN)/.installed
 
 demo: venv
 	$(BIN)/vit-study smoke --data $(DATA)
+
+# The scaling study on the embedded default (local Ray, ./mlflow.db): configs/study-cpu.yaml, about an hour.
+study: venv
+	$(BIN)/vit-study study --config configs/study-cpu.yaml train.data.source=$(abspath $(DATA))
 
 test: venv
 	$(BIN)/ruff check .
