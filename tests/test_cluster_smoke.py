@@ -137,11 +137,20 @@ def test_study_smoke_submitted_to_a_two_node_cluster_logs_every_trial_and_uses_b
     ``node_id`` = the Ray node id(s) its training ran on (comma-separated if several)."""
     from mlflow.tracking import MlflowClient
 
+    from pipelines.data import ensure_prepared
+
+    data = REPO.parent / "shared" / "data" / "cifar10-jpg"
+    if not data.exists():
+        pytest.skip("the shared CIFAR-10 data is not on this machine")
+    # The job runs in a copy of the working directory: it gets an absolute data path (here the data prepared once
+    # on this machine, which both nodes read, as they would read shared storage on a real cluster).
+    prepared = ensure_prepared(str(data))
     nodes = (NodeSpec("head", num_cpus=2), NodeSpec("worker", num_cpus=2))
     started = time.monotonic()
     with ray_cluster_with_mlflow(nodes) as (cluster, tracking):
         job_id = cluster.submit_job(
-            ["vit-study", "study", "--config", STUDY_CONFIG, "--tracking-uri", tracking.uri],
+            ["vit-study", "study", "--config", STUDY_CONFIG, "--tracking-uri", tracking.uri,
+             f"train.data.source={prepared}"],
             working_dir=REPO, runtime_env_file=REPO / "cluster" / "runtime_env.yaml")
         cluster.wait_for_job(job_id, timeout_s=1500)
 

@@ -126,10 +126,10 @@ def run_study(cfg: StudyConfig, *, resume: bool = False, num_cpus: int | None = 
 
 
 def _run(cfg: StudyConfig, *, path: str, uri: str, resume: bool, log) -> StudyOutcome:
-    data = describe_data(cfg)
-    capacity = cluster_capacity()
+    capacity = cluster_capacity()  # checked before the data is prepared (which may take minutes the first time)
     plan = plan_resources(cfg.train.scaling, cfg.resources, capacity, num_trials=grid_size(cfg),
-                          uses_ray_data=data.source != SYNTHETIC)
+                          uses_ray_data=cfg.train.data.source != SYNTHETIC)
+    data = describe_data(cfg)
     trials = expand_grid(cfg, data, overrides={"scaling.cpus_per_worker": plan.cpus_per_worker,
                                                "tracking.enabled": True, "tracking.uri": uri})
     log(f"study {cfg.name!r}: {len(trials)} trials; {capacity.describe()}; "

@@ -8,8 +8,9 @@ trial's spec is read from the study's state file, ``pipelines.study.state``):
 2. calls ``pipelines.train.driver.run_training`` with the Train run named after the Tune trial id (no timestamp),
    so a restored experiment resumes the Train run from its latest checkpoint; Train's reports reach Tune through
    ``TuneReportCallback`` and the workers' node ids reach MLflow through :class:`NodeRecorder`;
-3. logs the contract's final metrics (``top1``, ``train_flops``, ``wall_time_s``, ``device_hours``), re-sets the
-   contract's tags and ends the run FINISHED; on any error it ends the run FAILED with a note (a non-finite loss
+3. logs the contract's final metrics (``top1``, ``train_flops``, ``wall_time_s``, ``device_hours`` - wall time of
+   the attempt that finished, so a resumed trial counts from its restore), re-sets the contract's tags and ends
+   the run FINISHED; on any error it ends the run FAILED with a note (a non-finite loss
    names its step) and re-raises, so Tune marks the trial ERROR and the other trials go on.
 """
 
