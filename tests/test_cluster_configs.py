@@ -73,7 +73,8 @@ def _validated_launcher_config(config: dict) -> dict:
 
 
 def test_launcher_config_passes_rays_own_validator():
-    _validated_launcher_config(yaml.safe_load(LAUNCHER.read_text()))
+    prepared = _validated_launcher_config(yaml.safe_load(LAUNCHER.read_text()))  # raises if Ray rejects it
+    assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
 @pytest.mark.parametrize("mutation", ["unknown top-level key", "string resource count", "head type not defined"])
@@ -143,10 +144,10 @@ def test_raycluster_has_what_kuberay_requires():
         assert group["maxReplicas"] >= 1
         for container in _pod_containers(group["template"]):
             assert container["image"] == _image_tag()
-            limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+            limits, wanted = container["resources"]["limits"], container["resources"]["requests"]
             # Kubernetes requires GPU requests == limits; KubeRay derives Ray's GPU count from the limit.
             assert int(limits["nvidia.com/gpu"]) >= 1
-            assert requests.get("nvidia.com/gpu") == limits["nvidia.com/gpu"]
+            assert wanted.get("nvidia.com/gpu") == limits["nvidia.com/gpu"]
 
 
 def test_rayjob_runs_the_study_on_the_raycluster_spec():
