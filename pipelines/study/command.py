@@ -21,7 +21,8 @@ from .config import ConfigError, load_study_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="study config YAML (see configs/study-*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted study-config overrides")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted study-config overrides, all together (before or after the options)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the study of this name: run only its unfinished and failed trials")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
