@@ -337,3 +337,14 @@ def test_inspect_command_on_real_photos_at_224_pixels(tmp_path):
                    "--out", str(out), "--num-images", "2"])
     assert rc == 0
     _assert_pngs(out)
+
+
+def test_a_hybrid_gets_attention_figures_but_no_pixel_filters(tmp_path):
+    from pipelines.inspection.report import inspect_model
+
+    model = vit_model.create_model("hybrid-r26+vit-pi/16", num_classes=10, image_size=64, head="mlp").eval()
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    result = inspect_model(model, images)
+    assert result.filters is None  # its projection reads 1,024 CNN channels, not P x P x 3 pixels
+    assert result.rollout_maps.shape == (2, *model.patch_embed.grid)
+    assert result.distances.shape == (model.config.depth, model.config.num_heads)

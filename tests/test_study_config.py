@@ -92,6 +92,9 @@ def test_cli_style_overrides_are_typed(tmp_path):
     ({"train__eval__test": False}, "top1_split"),  # reports test top-1 without evaluating test
     ({"resources__max_concurrent_trials": 0}, "resources.max_concurrent_trials"),
     ({"name": "a/b"}, "name"),
+    ({"frontier__inspect": True, "train__checkpoint": {"export": False}}, "frontier.inspect"),  # no model to inspect
+    ({"frontier__metric": "loss"}, "frontier.metric"),
+    ({"frontier__num_images": 0}, "frontier.num_images"),
 ])
 def test_bad_values_fail_naming_the_field(changes, field):
     with pytest.raises(ConfigError) as info:

@@ -142,3 +142,22 @@ def test_report_in_a_fresh_directory_reproduces_the_table(smoke, tmp_path):
     original = pd.read_parquet(smoke["experiment_dir"] / "report" / "results.parquet")
     pd.testing.assert_frame_equal(rebuilt, original)  # the same numbers, exactly
     assert (out / "plots" / "accuracy_vs_compute_top1.png").stat().st_size > 0
+
+
+def test_frontier_trials_and_only_they_carry_inspection_figures(smoke):
+    client, parent = smoke["client"], smoke["parents"][0]
+    frontier = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/frontier.csv",
+                                                     str(smoke["ws"].directory / "dl-frontier")))
+    on_frontier = set(frontier.loc[(frontier["group"] == "all") & (frontier["metric"] == "top1"), "trial_id"])
+    assert on_frontier
+    for child in smoke["children"]:
+        artifacts = _artifacts(client, child.info.run_id)
+        assert "model/model.safetensors" in artifacts  # train.checkpoint.export
+        figures = {a for a in artifacts if a.startswith("inspection/")}
+        if child.data.tags["trial_id"] in on_frontier:
+            assert {"inspection/position_embedding_similarity.png", "inspection/attention_rollout.png",
+                    "inspection/attention_distance.png", "inspection/inspection.json"} <= figures
+            # filters of a linear patch embedding; T2T-ViT's soft split has none
+            assert ("inspection/embedding_filters.png" in figures) == (child.data.params["family"] == "vit")
+        else:
+            assert not figures, child.data.tags["trial_id"]

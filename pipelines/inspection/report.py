@@ -69,7 +69,8 @@ def inspect_model(model: nn.Module, images: torch.Tensor | None = None) -> Inspe
         maps, distances = torch.cat(per_image_maps), distance_sum / len(images)
     proj = getattr(model.patch_embed, "proj", None)
     filters = explained = None
-    if isinstance(proj, nn.Linear):  # a linear patch embedding (plain ViT); hybrids start with a conv stem
+    pixels = model.config.patch_size ** 2 * model.config.in_chans
+    if isinstance(proj, nn.Linear) and proj.in_features == pixels:  # of pixels (a hybrid's projects CNN features)
         filters, explained = embedding_filters(proj.weight, model.config.patch_size, model.config.in_chans)
     return Inspection(maps, distances, position_similarity(model.pos_embed, grid, prefix), filters, explained)
 

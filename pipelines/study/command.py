@@ -52,8 +52,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(summary(outcome.table), flush=True)
     print(f"report: {outcome.report_dir} (and MLflow run {outcome.parent_run_id} at {outcome.tracking_uri})")
-    if not outcome.ok:
+    if outcome.unfinished:
+        print(f"error: interrupted with {outcome.unfinished} trial(s) unfinished; continue with --resume",
+              file=sys.stderr)
+    if outcome.errored:
         print(f"error: {len(outcome.errored)} trial(s) failed: {', '.join(outcome.errored)}", file=sys.stderr)
+    if not outcome.ok:
         return 1
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.inspection import NUM_SAMPLE_IMAGES
 from pipelines.train.config import SYNTHETIC, TrainConfig, model_options, validate
 from pipelines.train.config_loading import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
 from pipelines.train.durations import parse_duration
@@ -61,6 +62,15 @@ class ResourcesSection:
 
 
 @dataclass
+class FrontierSection:
+    """What the models on the accuracy-compute frontier get after the grid (``pipelines/study/frontier.py``)."""
+
+    metric: str = "top1"  # the frontier of this table column against training FLOPs
+    inspect: bool = False  # vit-study inspect's figures as artifacts of each frontier trial's run
+    num_images: int = NUM_SAMPLE_IMAGES  # sample test images drawn and averaged over
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"  # Tune experiment directory name (under storage_path)
     experiment: str | None = None  # MLflow experiment; None: the study's name
@@ -70,6 +80,7 @@ class StudyConfig:
     grid: GridSection = field(default_factory=GridSection)
     search: SearchSection = field(default_factory=SearchSection)
     resources: ResourcesSection = field(default_factory=ResourcesSection)
+    frontier: FrontierSection = field(default_factory=FrontierSection)
 
     @property
     def experiment_name(self) -> str:
@@ -121,6 +132,7 @@ def validate_study(cfg: StudyConfig) -> StudyConfig:
     _check(r.max_concurrent_trials is None or r.max_concurrent_trials >= 1, "resources.max_concurrent_trials",
            f"must be >= 1 (or null: computed from the cluster), got {r.max_concurrent_trials}")
     _check(r.driver_memory_mb > 0, "resources.driver_memory_mb", "must be positive")
+    _validate_frontier(cfg)
     return cfg
 
 
@@ -209,5 +221,15 @@ def _validate_search(cfg: StudyConfig) -> None:
     _check(s.reduction_factor > 1.0, "search.reduction_factor", f"must be > 1, got {s.reduction_factor}")
 
 
-__all__ = ["ConfigError", "GridSection", "ModelEntry", "ResourcesSection", "SearchSection", "StudyConfig",
-           "load_study_config", "study_config_from_dict", "validate_study"]
+def _validate_frontier(cfg: StudyConfig) -> None:
+    f = cfg.frontier
+    _check(f.metric == "top1" or f.metric.startswith("fewshot_"), "frontier.metric",
+           f"must be 'top1' or a few-shot column such as 'fewshot_cifar10_5shot', got {f.metric!r}")
+    _check(f.num_images >= 1, "frontier.num_images", f"must be >= 1, got {f.num_images}")
+    if f.inspect:
+        _check(cfg.train.checkpoint.export, "frontier.inspect",
+               "inspects each frontier trial's exported model: it needs train.checkpoint.export: true")
+
+
+__all__ = ["ConfigError", "FrontierSection", "GridSection", "ModelEntry", "ResourcesSection", "SearchSection",
+           "StudyConfig", "load_study_config", "study_config_from_dict", "validate_study"]

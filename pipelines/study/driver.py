@@ -34,7 +34,7 @@ from pipelines.tracking.runs import client
 from pipelines.train.config import SYNTHETIC, ConfigError
 from pipelines.train.driver import DEFAULT_STORAGE_DIR
 
-from . import ray_env, runs, tune_hooks
+from . import frontier, ray_env, runs, tune_hooks
 from .config import StudyConfig
 from .grid import describe_data, expand_grid, grid_size
 from .resources import cluster_capacity, plan_resources
@@ -54,10 +54,11 @@ class StudyOutcome:
     report_dir: Path
     table: pd.DataFrame
     errored: list[str] = field(default_factory=list)  # keys of trials that ended in an error
+    unfinished: int = 0  # trials neither finished nor errored: the study was interrupted
 
     @property
     def ok(self) -> bool:
-        return not self.errored
+        return not self.errored and not self.unfinished
 
 
 def storage_root(cfg: StudyConfig) -> str:
@@ -160,9 +161,18 @@ def _run(cfg: StudyConfig, *, path: str, uri: str, resume: bool, log) -> StudyOu
                                                          verbose=1))
         results = tuner.fit()
         errored = sorted(r.config["trial"] for r in results if r.error)
+        unfinished = len(results) - results.num_terminated - results.num_errors
         report_dir = Path(path) / REPORT_DIR if not is_uri(path) else (REMOTE_REPORT_ROOT / cfg.name /
                                                                       REPORT_DIR).resolve()
         table = build_and_log_report(uri, cfg.experiment_name, parent, report_dir)
+        if unfinished:  # Tune returns after a Ctrl-C (SIGINT) with the state saved: the report is a partial one
+            log(f"study interrupted with {unfinished} trial(s) unfinished; continue it with --resume")
+            status = "KILLED"
+            return StudyOutcome(path, uri, experiment_id, parent, report_dir, table, errored, unfinished)
+        if cfg.frontier.inspect:
+            frontier.inspect_frontier(uri, experiment_id, parent, table, metric=cfg.frontier.metric,
+                                      data_source=trials[0].train["data"]["source"],
+                                      num_images=cfg.frontier.num_images, out_dir=report_dir, log=log)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
