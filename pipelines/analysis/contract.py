@@ -27,6 +27,8 @@ child run (one per trial, resumed, never duplicated, after a restore)
 
 from __future__ import annotations
 
+from pipelines import metric_names
+
 TAG_ROLE = "vit_study.role"
 ROLE_PARENT = "parent"
 ROLE_TRIAL = "trial"
@@ -41,14 +43,14 @@ PARAM_COLUMNS = (
     "data_fraction", "data_count", "budget", "budget_epochs", "lr",
 )
 FINAL_METRICS = ("top1", "train_flops", "wall_time_s", "device_hours")
-FEWSHOT_METRIC_PREFIX = "fewshot/"
+FEWSHOT_METRIC_PREFIX = metric_names.FEWSHOT_PREFIX
 FEWSHOT_COLUMN_PREFIX = "fewshot_"
-# curve name in the curves table -> MLflow keys it is read from, first present wins. The training loop's keys come
-# first (pipelines/train/metrics.py: LOSS, LR, VAL_TOP1; not imported, as that module imports torch).
+# curve name in the curves table -> MLflow keys it is read from, first present wins: the training loop's keys, then
+# plain names (runs logged by other tools).
 CURVE_METRICS: dict[str, tuple[str, ...]] = {
-    "loss": ("train/loss", "loss"),
-    "lr": ("train/lr", "lr"),
-    "val_top1": ("val/top1", "val_top1"),
+    "loss": (metric_names.LOSS, "loss"),
+    "lr": (metric_names.LR, "lr"),
+    "val_top1": (metric_names.VAL_TOP1, "val_top1"),
 }
 
 # Where the report logs its outputs inside the parent run.
@@ -57,7 +59,7 @@ REPORT_ARTIFACT_DIR = "report"
 
 def fewshot_metric_name(dataset: str, shots: int) -> str:
     """``("cifar10", 5)`` -> ``"fewshot/cifar10_5shot"``, the MLflow metric key."""
-    return f"{FEWSHOT_METRIC_PREFIX}{dataset}_{int(shots)}shot"
+    return metric_names.fewshot_key(dataset, int(shots))
 
 
 def fewshot_column(metric_name: str) -> str:

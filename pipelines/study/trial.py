@@ -34,7 +34,7 @@ except ImportError:  # another Ray: the trial records its driver's node instead
     WorkerGroupCallback = None
 
 TOP1_KEYS = {"test": train_metrics.TEST_TOP1, "val": train_metrics.VAL_TOP1}
-FEWSHOT_PREFIX = "fewshot/"
+FEWSHOT_PREFIX = train_metrics.FEWSHOT_PREFIX
 REPORTED = ("step", "top1", "train_flops", "wall_time_s", "device_hours")  # what a finished trial tells Tune
 
 

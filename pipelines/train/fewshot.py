@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipelines.metric_names import fewshot_key
+
 DEFAULT_SHOTS = (1, 5, 10, 25)
 
 
@@ -62,4 +64,4 @@ def fewshot_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
 
 
 def fewshot_metrics(dataset: str, accuracies: dict[int, float]) -> dict[str, float]:
-    return {f"fewshot/{dataset}_{k}shot": acc for k, acc in accuracies.items()}
+    return {fewshot_key(dataset, k): acc for k, acc in accuracies.items()}

@@ -12,6 +12,24 @@ from dataclasses import dataclass, field
 import torch
 
 import vit_model
+from pipelines.metric_names import (  # noqa: F401 (re-exported: the loop and the study use metrics.X)
+    DATA_WAIT,
+    EPOCH,
+    FEWSHOT_PREFIX,
+    GRAD_NORM,
+    IMAGES_PER_S,
+    IMAGES_SEEN,
+    LOSS,
+    LR,
+    MFU,
+    STEP,
+    STEP_TIME,
+    TEST_TOP1,
+    TFLOPS,
+    TRAIN_FLOPS,
+    VAL_TOP1,
+    WALL_TIME,
+)
 
 # Dense bf16 tensor-core peak of one device, TFLOP/s (vendor datasheets). Matched as a substring of the device
 # name, longest key first; ``metrics.peak_tflops`` overrides it (and is the only way to get MFU on a CPU).
@@ -27,13 +45,6 @@ PEAK_TFLOPS = {
     "T4": 65.0,
 }
 
-STEP = "step"
-LOSS, LR, GRAD_NORM = "train/loss", "train/lr", "train/grad_norm"
-IMAGES_PER_S, STEP_TIME, DATA_WAIT = "train/images_per_s", "train/step_time_s", "train/data_wait_frac"
-IMAGES_SEEN, EPOCH, TRAIN_FLOPS = "train/images_seen", "train/epoch", "train/flops"
-TFLOPS, MFU = "train/tflops_per_s", "train/mfu"
-VAL_TOP1, TEST_TOP1 = "val/top1", "test/top1"
-WALL_TIME = "time/train_s"
 
 
 def device_name(device: torch.device) -> str:
