@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The study's data: an ImageFolder tree or .tgz of CIFAR-10 (see README). Here: the shared copy.
-DATA ?= ../shared/data/cifar10-jpg
+# The study's data: an ImageFolder tree or .tgz of CIFAR-10 (see README): the shared copy beside this checkout when
+# there is one, else the publisher's release, downloaded once (`vit-study download cifar10`).
+SHARED_DATA := ../shared/data/cifar10-jpg
+DOWNLOADED_DATA := $(HOME)/.cache/vit-study/cifar10
+DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(DOWNLOADED_DATA))
 # What `make test` selects: everything that needs no GPU (fast, slow and cluster tests).
 TEST_MARKS ?= not gpu
 
@@ -17,11 +20,14 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-demo: venv
+demo: venv $(DATA)
 	$(BIN)/vit-study smoke --data $(DATA)
 
 # The scaling study on the embedded default (local Ray, ./mlflow.db): configs/study-cpu.yaml, about an hour.
-study: venv
+$(DOWNLOADED_DATA): | venv
+	$(BIN)/vit-study download cifar10 --out $@
+
+study: venv $(DATA)
 	$(BIN)/vit-study study --config configs/study-cpu.yaml train.data.source=$(abspath $(DATA))
 
 test: venv

@@ -12,6 +12,7 @@ import importlib.util
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("pipelines.fetch.command", "a standard dataset (CIFAR-10) from its publisher, as image folders"),
     "prepare": ("pipelines.data.prepare_command", "read a dataset once into Parquet shards + manifest"),
     "train": ("pipelines.train.command", "one training run on Ray Train (FSDP2)"),
     "study": ("pipelines.study.command", "the scaling study: Ray Tune over model x data x compute"),
