@@ -81,10 +81,16 @@ class MaskedPatchPredictor(nn.Module):
         width, channels = backbone.config.width, backbone.config.in_chans
         self.mask_embedding = nn.Parameter(torch.zeros(width))
         self.colour_head = nn.Linear(width, (2**bits) ** channels)
-        self.init_weights()
+        self._init_own_weights()  # the backbone keeps its weights (it may be pre-trained)
 
     @torch.no_grad()
     def init_weights(self) -> None:
+        """(Re-)initialise every parameter, the backbone's included (after materialising on the meta device)."""
+        self.backbone.init_weights()
+        self._init_own_weights()
+
+    @torch.no_grad()
+    def _init_own_weights(self) -> None:
         nn.init.normal_(self.mask_embedding, std=0.02)
         nn.init.zeros_(self.colour_head.weight)
         nn.init.zeros_(self.colour_head.bias)
@@ -101,7 +107,7 @@ class MaskedPatchPredictor(nn.Module):
         embeddings, corrupted = corrupt_embeddings(embeddings, self.mask_embedding, self.spec, generator)
         tokens = self.backbone.encode(embeddings)[:, self.backbone.num_prefix_tokens:]
         logits = self.colour_head(tokens[corrupted])
-        loss = F.cross_entropy(logits, targets[corrupted])
+        loss = F.cross_entropy(logits.float(), targets[corrupted])
         accuracy = (logits.argmax(-1) == targets[corrupted]).float().mean()
         return loss, accuracy
 

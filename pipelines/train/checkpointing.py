@@ -4,13 +4,21 @@ consolidated safetensors export.
 Every rank writes its shards (and rank 0 the metadata) into its own temporary directory and reports it; Ray Train
 merges the directories into one checkpoint in run storage. A checkpoint holds the model and optimiser (sharded),
 the scheduler, step, images seen, each rank's RNG state and the run config, so a run can be rebuilt from it alone.
+
+Reading one never unpickles arbitrary objects: DCP's metadata is read with an unpickler that knows only DCP's own
+metadata classes, its non-tensor items and the RNG states with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import pickle
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +26,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 import yaml
 from torch import nn
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -29,6 +39,80 @@ from torch.distributed.checkpoint.stateful import Stateful
 import vit_model
 
 STATE_FILE, CONFIG_FILE, RNG_DIR, EXPORT_DIR = "train_state.json", "run_config.yaml", "rng", "export"
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file asks to build an object that no checkpoint of ours contains (possibly planted code)."""
+
+
+# Everything a DCP metadata file of ours refers to; anything else (os.system, builtins.eval, ...) is refused.
+_METADATA_GLOBALS = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
+                     ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        allowed = (module, name) in _METADATA_GLOBALS or (module in _METADATA_MODULES and not name.startswith("__"))
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            allowed = True
+        if not allowed:
+            raise UnsafeCheckpointError(f"checkpoint metadata refers to {module}.{name}, which is not part of a "
+                                        "checkpoint; refusing to load it")
+        return super().find_class(module, name)
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader with the metadata read by a restricted unpickler (DCP itself uses ``pickle.load``)."""
+
+    def read_metadata(self, *args, **kwargs):
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as stream:
+            data = stream.read()
+        try:
+            metadata = _MetadataUnpickler(io.BytesIO(data)).load()
+        except UnsafeCheckpointError as exc:
+            raise UnsafeCheckpointError(f"{path}: {exc}") from None
+        if getattr(metadata, "storage_meta", None) is None:
+            from torch.distributed.checkpoint.metadata import StorageMeta
+
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's load planner with non-tensor items read by ``torch.load(weights_only=True)`` (DCP's: ``False``)."""
+
+    def load_bytes(self, read_item, value) -> None:
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            why = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "not plain data")
+            raise UnsafeCheckpointError(f"checkpoint item {read_item.dest_index.fqn!r}: {why}; refusing to load "
+                                        "it") from None
+        if self.flatten_state_dict:
+            from torch.distributed.checkpoint._traverse import set_element
+
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def load_sharded(state: dict, directory) -> None:
+    """Collective: ``dcp.load`` of ``state`` from ``directory`` through the safe reader and planner; a planted
+    object is an :class:`UnsafeCheckpointError` (not buried in DCP's per-rank exception)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    reader = SafeFileSystemReader(str(directory))
+    reader.read_metadata()  # refused here, by name, before DCP folds the error into its own message
+    try:
+        dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
+    except CheckpointException as exc:
+        unsafe = [error for error, _ in exc.failures.values() if isinstance(error, UnsafeCheckpointError)]
+        if unsafe:
+            raise unsafe[0] from None
+        raise
 
 
 class ModelAndOptimizer(Stateful):
@@ -66,9 +150,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def write_checkpoint(directory: Path, *, model, optimizer, scheduler, progress: Progress, run_config: dict,
-                     rank: int) -> None:
-    """Collective: every rank writes its part of the checkpoint into ``directory`` (its own local directory)."""
-    dcp.save({"train": ModelAndOptimizer(model, optimizer)}, checkpoint_id=str(directory))
+                     rank: int, extra: dict | None = None) -> None:
+    """Collective: every rank writes its part of the checkpoint into ``directory`` (its own local directory).
+    ``extra``: more sharded tensors saved beside the model (``{"ema": averaged weights}``)."""
+    dcp.save({"train": ModelAndOptimizer(model, optimizer), **(extra or {})}, checkpoint_id=str(directory))
     (directory / RNG_DIR).mkdir(exist_ok=True)
     torch.save(_rng_state(), directory / RNG_DIR / f"rank-{rank}.pt")
     if rank == 0:
@@ -78,13 +163,14 @@ def write_checkpoint(directory: Path, *, model, optimizer, scheduler, progress: 
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(run_config, sort_keys=False))
 
 
-def read_checkpoint(directory: Path, *, model, optimizer, scheduler, rank: int) -> Progress:
-    """Collective: load a checkpoint written by :func:`write_checkpoint` (any worker count) into the live objects."""
+def read_checkpoint(directory: Path, *, model, optimizer, scheduler, rank: int, extra: dict | None = None) -> Progress:
+    """Collective: load a checkpoint written by :func:`write_checkpoint` (any worker count) into the live objects
+    (``extra``'s tensors in place)."""
     directory = Path(directory)
     state_path = directory / STATE_FILE
     if not state_path.exists():
         raise FileNotFoundError(f"{directory}: not a training checkpoint (no {STATE_FILE})")
-    dcp.load({"train": ModelAndOptimizer(model, optimizer)}, checkpoint_id=str(directory))
+    load_sharded({"train": ModelAndOptimizer(model, optimizer), **(extra or {})}, directory)
     state = json.loads(state_path.read_text())
     scheduler.load_state_dict(state["scheduler"])
     rng_path = directory / RNG_DIR / f"rank-{rank}.pt"
@@ -100,10 +186,14 @@ def read_run_config(directory) -> dict:
 
 def export_consolidated(model: nn.Module, directory: Path, rank: int) -> Path | None:
     """Collective: gather the full weights onto rank 0's CPU and write ``model.safetensors`` + ``config.json``
-    with :func:`vit_model.save_model` (loadable by :func:`vit_model.load_model`). Returns the directory on rank 0."""
+    with :func:`vit_model.save_model` (loadable by :func:`vit_model.load_model`). Returns the directory on rank 0.
+    A pre-training wrapper with a ``backbone`` (masked patch prediction) exports the backbone alone."""
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank != 0:
         return None
+    if hasattr(model, "backbone"):
+        full = {k[len("backbone."):]: v for k, v in full.items() if k.startswith("backbone.")}
+        model = model.backbone
     with torch.device("meta"):
         plain = vit_model.create_model(model.model_name, **_model_kwargs(model.config))
     plain.load_state_dict(full, assign=True, strict=True)
@@ -123,3 +213,31 @@ def new_checkpoint_dir() -> Path:
 
 def remove(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class StorageUnwritableError(OSError):
+    """Checkpoints cannot be written to the run's storage (read-only, full, not a directory, ...)."""
+
+
+PROBE_BYTES = 64 * 1024  # a checkpoint is bigger; storage that cannot take this cannot take one
+
+
+def check_storage_writable(storage: str) -> None:
+    """Raise :class:`StorageUnwritableError` naming ``storage`` unless a file can be written and removed there:
+    storage that is read-only, full or not a directory fails here, before any training, not at the first checkpoint.
+    """
+    from pipelines.data.storage import resolve
+
+    probe = f".vit-study-write-probe-{uuid.uuid4().hex}"
+    filesystem, root = resolve(storage)
+    path = f"{root.rstrip('/')}/{probe}"
+    try:
+        filesystem.create_dir(root, recursive=True)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(b"\0" * PROBE_BYTES)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # "Read-only file system", "No space left ..."
+        raise StorageUnwritableError(f"{storage}: cannot write checkpoints there ({reason})") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(path)

@@ -15,19 +15,26 @@ from .config import ConfigError, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config YAML (see configs/train-*.yaml)")
+    """The arguments of a run (``train``; ``finetune`` adds ``--checkpoint``)."""
+    parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri: a server or a sqlite file)")
     parser.add_argument("--run-name", help="Ray Train run name and MLflow run key; reuse one to resume that run")
     parser.add_argument("--storage-path", help="where Ray Train keeps results and checkpoints (sets storage_path)")
 
 
-def run(args: argparse.Namespace) -> int:
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's overrides plus those its options stand for."""
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.storage_path:
         overrides.append(f"storage_path={args.storage_path}")
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = config_overrides(args)
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:

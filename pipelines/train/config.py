@@ -2,14 +2,18 @@
 
     cfg = load_config("configs/train-smoke.yaml", ["optim.lr=3e-4", "scaling.num_workers=2"])
 
-The defaults below are the paper's recipe (AdamW 0.9/0.999, weight decay 0.1 on weights only, linear warm-up then
-linear decay, global-norm clipping at 1). Every default lives here and nowhere else; the CLI only overrides.
+The defaults below are the paper's pre-training recipe (AdamW 0.9/0.999, weight decay 0.1 on weights only, linear
+warm-up then linear decay, global-norm clipping at 1). Every default lives here and nowhere else; the CLI only
+overrides. Fine-tuning's recipe (SGD, cosine, no decay) is a subclass of these sections in
+:mod:`pipelines.transfer.config`, which changes only the defaults that differ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vit_model.masked_patch import Corruption
 
 from .config_loading import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
 from .durations import parse_duration
@@ -50,11 +54,14 @@ class ScheduleSection:
 
 @dataclass
 class OptimSection:
+    name: str = "adamw"  # "adamw" (pre-training) or "sgd" (with momentum: fine-tuning)
     lr: float = 1e-3
-    weight_decay: float = 0.1  # decoupled (AdamW), on weights only: model.no_weight_decay() is exempt
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    weight_decay: float = 0.1  # on weights only (model.no_weight_decay() is exempt); decoupled with AdamW
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    eps: float = 1e-8  # adamw
+    momentum: float = 0.9  # sgd
     grad_clip: float = 1.0  # global norm; 0 disables clipping (the norm is still measured)
+    ema_decay: float = 0.0  # Polyak (exponential moving) average of the weights, evaluated and exported; 0: off
 
 
 @dataclass
@@ -116,11 +123,35 @@ class FaultSection:
 
 
 @dataclass
+class InitSection:
+    """Start from pre-trained weights (fine-tuning) instead of a random initialisation."""
+
+    checkpoint: str | None = None  # our export dir, a Ray Train checkpoint/run dir, an MLflow run id or runs:/ URI,
+    #                                or any file vit_model.load_pretrained reads (then model.name says what it is)
+    reset_head: bool = True  # a zero-initialised linear head for data.num_classes; False keeps the checkpoint's
+
+
+@dataclass
+class MaskedPatchSection:
+    """Corruption of ``objective: masked_patch`` (defaults: vit_model.masked_patch.Corruption, the paper's)."""
+
+    ratio: float = Corruption.ratio
+    mask: float = Corruption.mask
+    random: float = Corruption.random
+
+
+OBJECTIVES = ("classification", "masked_patch")
+
+
+@dataclass
 class TrainConfig:
     name: str = "train"
     seed: int = 0
     storage_path: str | None = None  # Ray Train results and checkpoints; None: <working dir>/runs
     max_failures: int = 0  # worker-group restarts from the latest checkpoint
+    objective: str = "classification"  # or "masked_patch": self-supervised pre-training (no classification eval)
+    init: InitSection = field(default_factory=InitSection)
+    masked_patch: MaskedPatchSection = field(default_factory=MaskedPatchSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
@@ -142,7 +173,7 @@ class TrainConfig:
 
     def replace(self, overrides) -> TrainConfig:
         """A validated copy with dotted overrides applied (``{"optim.lr": 3e-4}`` or ``["optim.lr=3e-4"]``)."""
-        return TrainConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
 
 
 def load_config(path=None, overrides=()) -> TrainConfig:
@@ -232,12 +263,36 @@ def _validate_schedule(cfg: TrainConfig) -> None:
     _check_choice(s.decay, ("linear", "cosine", "constant"), "schedule.decay")
 
 
-def _validate_rest(cfg: TrainConfig) -> None:
-    o = cfg.optim
+def _validate_objective(cfg: TrainConfig) -> None:
+    _check_choice(cfg.objective, OBJECTIVES, "objective")
+    m = cfg.masked_patch
+    for name in ("ratio", "mask", "random"):
+        _check(0.0 <= getattr(m, name) <= 1.0, f"masked_patch.{name}", f"must be in [0, 1], got {getattr(m, name)}")
+    _check(m.ratio > 0, "masked_patch.ratio", "must be > 0")
+    _check(m.mask + m.random <= 1.0, "masked_patch.random", f"mask + random must be <= 1, got {m.mask} + {m.random}")
+    if cfg.objective == "masked_patch":
+        import vit_model
+
+        _check(vit_model.family_of(cfg.model.name) == "vit", "objective",
+               f"masked_patch pre-trains plain ViTs, not {cfg.model.name}")
+        _check(cfg.init.checkpoint is None, "init.checkpoint",
+               "objective masked_patch pre-trains from a random initialisation (fine-tune its export instead)")
+    _check(cfg.init.checkpoint is None or bool(str(cfg.init.checkpoint).strip()), "init.checkpoint",
+           "must be a path, an MLflow run id or a runs:/ URI (or null)")
+
+
+def _validate_optim(o: OptimSection) -> None:
+    _check_choice(o.name, ("adamw", "sgd"), "optim.name")
     _check(o.lr > 0, "optim.lr", f"must be positive, got {o.lr}")
     _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _check(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", f"each must be in [0, 1), got {o.betas}")
+    _check(0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     _check(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)")
+    _check(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", f"must be in [0, 1) (0: no averaging), got {o.ema_decay}")
+
+
+def _validate_rest(cfg: TrainConfig) -> None:
+    _validate_optim(cfg.optim)
     e = cfg.eval
     _check_duration(e.every, "eval.every")
     _check_duration(e.fewshot_every, "eval.fewshot_every")
@@ -269,6 +324,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _validate_data(cfg.data)
     _validate_model(cfg)
     _validate_schedule(cfg)
+    _validate_objective(cfg)
     _validate_rest(cfg)
     return cfg
 

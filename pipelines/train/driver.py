@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 import vit_model
 from pipelines import tracking
 
-from . import ray_logs
+from . import checkpointing, ray_logs
 from .config import SYNTHETIC, ConfigError, TrainConfig, dataset_name, model_options, validate
 from .config_loading import flatten
 from .loop import train_func
@@ -36,6 +36,8 @@ def default_run_name(cfg: TrainConfig) -> str:
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """The config with local paths made absolute: Train workers run in other working directories."""
     overrides = {}
+    if cfg.init.checkpoint:  # rank 0 may download it from MLflow
+        overrides["tracking.uri"] = tracking.resolve_tracking_uri(cfg.tracking.uri)
     if cfg.data.source != SYNTHETIC and "://" not in cfg.data.source:
         overrides["data.source"] = str(Path(cfg.data.source).expanduser().resolve())
     if cfg.storage_path and "://" not in cfg.storage_path:
@@ -73,13 +75,29 @@ def model_summary(cfg: TrainConfig, num_classes: int) -> dict:
             "forward_gflops": vit_model.forward_flops(model) / 1e9}
 
 
-def open_mlflow_run(cfg: TrainConfig, plan: RunPlan, *, run_name: str, run_id: str | None, summary: dict) -> str:
+def check_services(cfg: TrainConfig, storage: str) -> None:
+    """Before Ray starts: the tracking server answers and the checkpoint storage takes a file (one clear error each,
+    instead of minutes of retries or a failure at the first checkpoint)."""
+    if cfg.tracking.enabled:
+        try:
+            tracking.check_reachable(tracking.resolve_tracking_uri(cfg.tracking.uri))
+        except tracking.TrackingUnavailableError as exc:
+            raise ConfigError(f"tracking.uri: {exc}") from None
+    try:
+        checkpointing.check_storage_writable(storage)
+    except OSError as exc:
+        raise ConfigError(f"storage_path: {exc}") from None
+
+
+def open_mlflow_run(cfg: TrainConfig, plan: RunPlan, *, run_name: str, run_id: str | None, summary: dict,
+                    extra_tags: dict | None = None) -> str:
     uri = plan.tracking_uri
     params = {**flatten(cfg.to_dict()), **{f"plan.{k}": v for k, v in plan.to_dict().items()
                                            if k not in ("tracking_uri", "mlflow_run_id")},
               **{f"model.{k}": v for k, v in summary.items()}}
     tags = {"family": summary["family"], "variant": cfg.model.name, "dataset": plan.dataset_name,
-            "data_fraction": cfg.data.train_fraction, "budget": cfg.schedule.total, "vit_study.kind": "train"}
+            "data_fraction": cfg.data.train_fraction, "budget": cfg.schedule.total, "vit_study.kind": "train",
+            "objective": cfg.objective, **(extra_tags or {})}
     if run_id is not None:  # the caller (a Tune trial) owns the run: add to it
         tracking.log_params(uri, run_id, params)
         tracking.RunLogger(uri, run_id).set_tags(tags)
@@ -106,13 +124,20 @@ def run_training(config, *, run_name: str | None = None, storage_path: str | Non
             ``config.data.source``; ``config.data.num_classes`` must then be set.
     """
     cfg = absolute_paths(validate(config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)))
+    init_tags = {}
+    if cfg.init.checkpoint:  # fine-tuning: the architecture comes from the checkpoint
+        from pipelines.transfer.starting_point import resolve_init
+
+        cfg, init_tags = resolve_init(cfg, cfg.tracking.uri)
     run_name = run_name or default_run_name(cfg)
     storage = storage_path or cfg.storage_path or str(Path.cwd() / DEFAULT_STORAGE_DIR)
     if "://" not in storage:  # s3://, gs://, ... go to Ray as they are
         storage = str(Path(storage).expanduser().resolve())
+    check_services(cfg, storage)
     if not ray.is_initialized():
         ray.init(runtime_env=ray_logs.RUNTIME_ENV)
     cpus = cpus_per_worker(cfg.scaling, ray.cluster_resources())
+    reads_source = datasets is None and cfg.data.source != SYNTHETIC
     datasets, num_classes, train_size, eval_splits = describe_data(cfg, datasets)
     plan = RunPlan(num_classes=num_classes, train_size=train_size, dataset_name=dataset_name(cfg),
                    eval_splits=eval_splits, cpus_per_worker=cpus, synthetic=datasets is None,
@@ -121,8 +146,13 @@ def run_training(config, *, run_name: str | None = None, storage_path: str | Non
     own_run = cfg.tracking.enabled and mlflow_run_id is None
     if cfg.tracking.enabled:
         plan.mlflow_run_id = open_mlflow_run(cfg, plan, run_name=run_name, run_id=mlflow_run_id,
-                                             summary=model_summary(cfg, num_classes))
+                                             summary=model_summary(cfg, num_classes), extra_tags=init_tags)
         print(f"MLflow run {plan.mlflow_run_id} at {plan.tracking_uri}", flush=True)
+        if reads_source:
+            from pipelines import data
+
+            tracking.log_rejected_files(plan.tracking_uri, plan.mlflow_run_id,
+                                        data.load_manifest(data.ensure_prepared(cfg.data.source)))
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict()},

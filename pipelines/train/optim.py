@@ -1,8 +1,10 @@
-"""The paper's optimisation recipe: AdamW with decay on weights only, warm-up then decay, global-norm clipping,
-and the split of a global batch into per-worker micro-batches with gradient accumulation."""
+"""The paper's optimisation recipes: AdamW (pre-training) or SGD with momentum (fine-tuning) with decay on weights
+only, warm-up then decay, global-norm clipping, Polyak (EMA) weight averaging, and the split of a global batch into
+per-worker micro-batches with gradient accumulation."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -22,9 +24,62 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
-                             eps=optim.eps)
+def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.Optimizer:
+    """``optim.name``: AdamW (decoupled decay) or SGD with (heavy-ball) momentum."""
+    groups = param_groups(model, optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps)
+    raise ValueError(f"optim.name: unknown optimiser {optim.name!r}")
+
+
+class WeightAverage:
+    """Polyak averaging: ``average <- decay * average + (1 - decay) * weights`` after every optimiser step.
+
+    Works on FSDP2 shards as they are (each rank averages its own shards). :meth:`applied` swaps the averaged
+    weights into the model for evaluation or export; :meth:`state_dict` is what a checkpoint keeps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.names = [name for name, p in model.named_parameters() if p.requires_grad]
+        self.averages = [p.detach().clone() for p in self._params(model)]
+
+    def _params(self, model: nn.Module) -> list[torch.Tensor]:
+        params = dict(model.named_parameters())
+        return [params[name] for name in self.names]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for average, param in zip(self.averages, self._params(model)):
+            average.lerp_(param.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Put the averaged weights into the model (for good: at the end of training)."""
+        for param, average in zip(self._params(model), self.averages):
+            param.copy_(average)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module):
+        """The model holds the averaged weights inside the block and its own weights again after it."""
+        saved = [p.detach().clone() for p in self._params(model)]
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for param, own in zip(self._params(model), saved):
+                    param.copy_(own)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.averages))
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, average in zip(self.names, self.averages):
+                average.copy_(state[name])
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, decay: str) -> float:

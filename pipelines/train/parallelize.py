@@ -82,12 +82,18 @@ def sharded_methods(model: nn.Module, names=FORWARD_METHODS):
 
 
 def build_model(model_name: str, *, num_classes: int, image_size: int, options: dict, seed: int,
-                parallel: ParallelSection, mesh, device: torch.device) -> nn.Module:
+                parallel: ParallelSection, mesh, device: torch.device, wrap=None) -> nn.Module:
     """A sharded, initialised model. Nothing is ever materialised whole except, with init="broadcast", once on
-    rank 0's CPU to draw the initial weights, which makes them the same for any number of workers."""
+    rank 0's CPU to draw the initial weights, which makes them the same for any number of workers.
+    ``wrap`` (optional) turns the plain model into the trained module (e.g. a masked patch predictor)."""
     kwargs = dict(num_classes=num_classes, image_size=image_size, **options)
-    with torch.device("meta"):
+
+    def create():
         model = vit_model.create_model(model_name, **kwargs)
+        return wrap(model) if wrap is not None else model
+
+    with torch.device("meta"):
+        model = create()
     parallelize(model, mesh, parallel)
     model.to_empty(device=device)
     rank = dist.get_rank()
@@ -97,7 +103,7 @@ def build_model(model_name: str, *, num_classes: int, image_size: int, options: 
         full = {}
         if rank == 0:
             torch.manual_seed(seed)
-            full = vit_model.create_model(model_name, **kwargs).state_dict()
+            full = create().state_dict()
         set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     else:
         # DTensor's offset-based RNG keeps shards distinct on CUDA; on CPU each rank needs its own stream.
