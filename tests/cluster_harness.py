@@ -8,6 +8,9 @@
             working_dir=REPO, runtime_env_file=REPO / "cluster" / "runtime_env.yaml")
         cluster.wait_for_job(job_id, timeout_s=600)   # raises JobFailedError with the job's and nodes' logs
 
+Faults for reliability tests: ``cluster.stop_node("worker")`` SIGKILLs every process of a node (a lost machine);
+``tracking.stop()`` / ``tracking.start()`` kill the MLflow server and start it again on the same port and store.
+
 Each harness gets its own free ports, its own temporary directory and its own authentication token (token
 authentication stays on, as on a real cluster), so it neither sees nor disturbs other Ray instances or MLflow
 servers on the machine. Teardown never uses `ray stop` (it stops every Ray of the user): it stops exactly the
@@ -399,6 +402,26 @@ class RayCluster:
                         parts.append(f"--- {name}: {path.name} ---\n{_tail(text, lines)}")
         return "\n".join(parts)
 
+    def stop_node(self, name: str) -> list[ProcessInfo]:
+        """SIGKILL every process of node ``name`` at once (its raylet, agents and workers), as a machine that loses
+        power or is preempted; returns what was killed. The head cannot be stopped this way."""
+        if name == next(iter(self.nodes)):
+            raise ValueError("stopping the head node stops the cluster; stop a worker node")
+        marker = str(self.directory / name) + os.sep
+        table = _all_processes()
+        victims = {pid for pid, info in table.items() if marker in info.command}
+        stack = list(victims)
+        while stack:
+            parent = stack.pop()
+            for info in table.values():
+                if info.ppid == parent and info.pid not in victims:
+                    victims.add(info.pid)
+                    stack.append(info.pid)
+        killed = [table[pid] for pid in sorted(victims) if table[pid].state != "Z"]
+        for info in killed:
+            _signal(info, signal.SIGKILL)
+        return killed
+
     def alive_nodes(self) -> list[dict]:
         response = self.api("/api/v0/nodes?detail=1&limit=1000")
         if response.status != 200:
@@ -515,6 +538,23 @@ class MlflowServer:
     log_path: Path
     scope: ProcessScope
     port: int
+    process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        """SIGKILL the server (and its web workers): clients see connections refused until :meth:`start`."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        deadline = time.monotonic() + 30
+        while not _port_is_free(self.port) and time.monotonic() < deadline:  # its workers may linger a moment
+            time.sleep(0.2)
+
+    def start(self, timeout_s: float = 120) -> None:
+        """Start the server again on the same port and store (after :meth:`stop`); returns once it is healthy."""
+        self.process = self.scope.spawn(_mlflow_command(self), env=self.scope.environment(), log_path=self.log_path,
+                                        cwd=self.artifacts_dir.parent)
+        _wait_for_mlflow(self, self.process, timeout_s)
 
 
 @contextlib.contextmanager
@@ -550,11 +590,15 @@ def _spawn_mlflow(directory: Path, scope: ProcessScope) -> tuple[MlflowServer, s
     server = MlflowServer(uri=f"http://127.0.0.1:{port}", backend_store_uri=f"sqlite:///{directory / 'mlflow.db'}",
                           artifacts_dir=directory / "artifacts", log_path=directory / "server.log", scope=scope,
                           port=port)
-    process = scope.spawn([str(ENV_BIN / "mlflow"), "server", "--backend-store-uri", server.backend_store_uri,
-                           "--serve-artifacts", "--artifacts-destination", str(server.artifacts_dir),
-                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                          env=scope.environment(), log_path=server.log_path, cwd=directory)
+    process = scope.spawn(_mlflow_command(server), env=scope.environment(), log_path=server.log_path, cwd=directory)
+    server.process = process
     return server, process
+
+
+def _mlflow_command(server: MlflowServer) -> list[str]:
+    return [str(ENV_BIN / "mlflow"), "server", "--backend-store-uri", server.backend_store_uri, "--serve-artifacts",
+            "--artifacts-destination", str(server.artifacts_dir), "--host", "127.0.0.1", "--port", str(server.port),
+            "--workers", "1"]
 
 
 def _wait_for_mlflow(server: MlflowServer, process: subprocess.Popen, timeout_s: float) -> MlflowServer:

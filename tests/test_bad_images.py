@@ -134,3 +134,59 @@ def test_parquet_rows_without_bytes_or_label(tmp_path):
     assert manifest["splits"]["train"]["num_rows"] == 1
     assert [r["reason"].split(" ")[0] for r in manifest["rejected"]] == ["no", "corrupt", "no"]
     assert load_manifest(tmp_path / "out")["num_rejected"] == 3
+
+
+@pytest.mark.slow
+def test_training_on_data_with_bad_files_runs_to_the_end_and_its_run_lists_them(tmp_path):
+    """A few percent of bad files mixed into a real ImageFolder: the run trains to its last step, and the manifest
+    and the MLflow run both list exactly the rejected files."""
+    import json
+    import time
+
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import REJECTED_ARTIFACT
+    from pipelines.train import load_config, ray_logs, run_training
+
+    root = tmp_path / "data"
+    write_imagefolder(root, {"train": {"a": 60, "b": 60}, "test": {"a": 20, "b": 20}}, sizes=((32, 32), (40, 36)))
+    cases = broken_files(np.random.default_rng(0))
+    planted = {}
+    for case in (*REJECTED, *CONVERTED):
+        filename, data = cases[case]
+        (root / "train" / "a" / filename).write_bytes(data)
+        if case in REJECTED:
+            planted[f"train/a/{filename}"] = case
+    (root / "test" / "b" / "cut.jpg").write_bytes(cases["truncated_jpeg"][1])
+    planted["test/b/cut.jpg"] = "truncated_jpeg"
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    prepared = tmp_path / "prepared"
+    manifest = prepare_dataset(str(root), str(prepared), workers=0)
+    assert manifest["num_rejected"] == len(planted) and {r["path"] for r in manifest["rejected"]} == set(planted)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    steps = 10
+    cfg = load_config(None, [f"data.source={prepared}", "model.name=vit-pi/8", "data.image_size=32",
+                             "schedule.global_batch_size=16", f"schedule.total={steps} steps",
+                             "eval.fewshot_shots=[]", "eval.batch_size=32", "checkpoint.export=false",
+                             f"tracking.uri={uri}", "tracking.experiment=bad-data"])
+    started = time.monotonic()
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
+    try:
+        result = run_training(cfg, run_name="bad-data", storage_path=str(tmp_path / "runs"))
+    finally:
+        ray.shutdown()
+    assert result.metrics["step"] == steps
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("bad-data").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["data.num_rejected"] == str(len(planted))
+    listed = json.loads(Path(client.download_artifacts(runs[0].info.run_id, REJECTED_ARTIFACT,
+                                                       str(tmp_path / "dl"))).read_text())
+    assert {r["path"]: r["reason"] for r in listed["rejected"]} == {r["path"]: r["reason"]
+                                                                    for r in manifest["rejected"]}
+    print(f"\nFAULT | bad data | {len(planted)} bad of {files} files ({100 * len(planted) / files:.1f}%) rejected "
+          f"and listed in the manifest and the MLflow run; {len(CONVERTED)} odd-mode images converted; trained "
+          f"{result.metrics['step']}/{steps} steps in {time.monotonic() - started:.0f} s")

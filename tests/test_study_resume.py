@@ -19,7 +19,8 @@ SYNTHETIC = ["train.data.source=synthetic", "train.data.num_classes=10", "train.
              "train.eval.fewshot_eval_size=100"]
 ARGS = ["--config", str(REPO / "configs" / "study-smoke.yaml"), *SYNTHETIC, "grid.models=[vit-pi/8]",
         "grid.data_fractions=[1.0]", "grid.budgets=[320 images, 3200 images, 640 images]",
-        "resources.max_concurrent_trials=1", "train.checkpoint.every=5 steps"]
+        "resources.max_concurrent_trials=1", "train.checkpoint.every=5 steps",
+        "train.checkpoint.export=false", "frontier.inspect=false"]  # no frontier figures: not what is tested
 TRIALS = 3  # one to finish, one to interrupt, one not yet started when the driver is killed
 
 
@@ -90,3 +91,7 @@ def test_killed_study_resumes_only_unfinished_trials_in_their_runs():
             assert max(m.step for m in history) == int(run.data.params["budget"]) // 32
             assert all(m.timestamp < killed_ms for m in history if m.step <= 5), "restarted from scratch"
         assert "Trial status: " in resumed.output
+        print(f"\nFAULT | study driver SIGKILLed | 1 kill after {killed_at:.0f} s with {len(done_before)} trial(s) "
+              f"finished, {len(interrupted)} running, {TRIALS - len(before)} not started; --resume ran "
+              f"{TRIALS - len(done_before)} and re-ran 0 finished; {len(keys)} child runs for {TRIALS} trials, "
+              f"0 left RUNNING, 1 parent; resume took {resumed.wall_s:.0f} s")

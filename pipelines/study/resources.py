@@ -11,6 +11,9 @@ its workers wait for one, or workers holding every CPU so Ray Data's tasks (one 
   a machine too small for one each), and on GPUs one trial per ``num_workers`` GPUs. A share of one CPU or more
   is rounded down to whole CPUs, so that the CPUs left free are whole CPUs on some node (Ray places each worker
   on one node; half a CPU free on each of two nodes would run no Ray Data task);
+- a trial's driver (and with it the Train controller, which Ray Train places beside it) runs on the head node,
+  which a cluster never loses without losing everything: a lost worker node takes only Train workers, which
+  Train restarts elsewhere from the latest checkpoint (``train.max_failures``), never a whole trial;
 - a trial that no node (or the whole cluster) could ever hold is a :class:`ConfigError` before anything runs.
 
 :func:`plan_resources` is pure; :func:`cluster_capacity` reads a running Ray cluster (on an autoscaling cluster,
@@ -29,6 +32,8 @@ from .config import ResourcesSection
 CPU_GRANULARITY = 100  # CPUs are planned in hundredths (Ray's own granularity is 1e-4)
 MIN_CPUS_PER_WORKER = 0.1  # less is a plan that could only crawl: an error, not a silent crawl
 MIB = 2**20
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
+HEAD_SHARE_PER_DRIVER = 0.001  # a sliver of it per trial driver: up to 1000 drivers at once
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,12 @@ def plan_resources(scaling: ScalingSection, resources: ResourcesSection, capacit
         raise ConfigError(f"train.scaling.data_cpus: {concurrency} trial(s) x {data_cpus:g} CPU leaves less than one "
                           "whole CPU free, and each Ray Data task needs one; raise train.scaling.data_cpus")
     _check_a_node_fits(share, use_gpu, capacity)
-    driver = {"memory": float(resources.driver_memory_mb * MIB)}
-    memories = [n["memory"] for n in capacity.nodes if n.get("memory")]
+    driver = {"memory": float(resources.driver_memory_mb * MIB), HEAD_NODE_RESOURCE: HEAD_SHARE_PER_DRIVER}
+    heads = [n for n in capacity.nodes if n.get(HEAD_NODE_RESOURCE)] or capacity.nodes  # drivers run on the head
+    memories = [n["memory"] for n in heads if n.get("memory")]
     if memories and max(memories) < driver["memory"]:
-        raise ConfigError(f"resources.driver_memory_mb: {resources.driver_memory_mb} MiB is more than any node has "
-                          f"({max(memories) / MIB:.0f} MiB)")
+        raise ConfigError(f"resources.driver_memory_mb: {resources.driver_memory_mb} MiB is more than the head node "
+                          f"has ({max(memories) / MIB:.0f} MiB), where trial drivers run")
     free = cpus - concurrency * workers * share
     return ResourcePlan(concurrency, share, driver, _floor(min(free, cpus)))
 
@@ -142,7 +148,7 @@ def cluster_capacity() -> ClusterCapacity:
 
 
 def _resources(resources: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
+    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory", HEAD_NODE_RESOURCE)}
 
 
 def _autoscaling_limits() -> tuple[dict | None, list[dict]]:

@@ -38,6 +38,9 @@ def client(uri: str):
 def get_or_create_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
+    from .server import check_reachable
+
+    check_reachable(uri)  # the first contact of a run or study: a server that is down is one clear error, at once
     c = client(uri)
 
     def attempt():
