@@ -78,3 +78,4 @@ def test_inspect_frontier_logs_figures_to_the_frontier_runs_once(tmp_path):
     again = inspect_frontier(uri, experiment, parent, table, metric="top1", data_source=str(tmp_path / "prepared"),
                              num_images=2, out_dir=tmp_path / "report", log=lines.append)
     assert again == {}  # a resumed study does not draw them twice
+

@@ -59,3 +59,18 @@ def test_a_resumed_study_keeps_its_tracking_uri(tmp_path):
     with pytest.raises(ConfigError, match=r"^train\.tracking\.uri: .* logs to http://127\.0\.0\.1:5999"):
         tracking_uri_for(other, path, resume=True)
     assert tracking_uri_for(other, path, resume=False) == "http://127.0.0.1:6000"
+
+
+def test_an_interrupted_study_counts_running_and_never_created_trials_as_unfinished():
+    from types import SimpleNamespace
+
+    from pipelines.study.driver import count_unfinished
+
+    def result(key, error=None, **metrics):
+        return SimpleNamespace(config={"trial": key}, error=error, metrics=metrics)
+
+    planned = ["000", "001", "002", "003", "004"]
+    results = [result("000", top1=0.3, step=10), result("001", error=RuntimeError("nan")),
+               result("002", **{"train/loss": 2.0, "step": 4})]  # running when stopped; 003, 004 never created
+    assert count_unfinished(results, planned) == 3
+    assert count_unfinished([result(k, top1=0.1) for k in planned], planned) == 0

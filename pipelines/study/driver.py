@@ -175,7 +175,7 @@ def _run(cfg: StudyConfig, *, path: str, uri: str, resume: bool, log) -> StudyOu
                                                          verbose=1))
         results = tuner.fit()
         errored = sorted(r.config["trial"] for r in results if r.error)
-        unfinished = len(results) - results.num_terminated - results.num_errors
+        unfinished = count_unfinished(results, [t.key for t in trials])
         report_dir = Path(path) / REPORT_DIR if not is_uri(path) else (REMOTE_REPORT_ROOT / cfg.name /
                                                                       REPORT_DIR).resolve()
         table = build_and_log_report(uri, cfg.experiment_name, parent, report_dir)
@@ -194,6 +194,13 @@ def _run(cfg: StudyConfig, *, path: str, uri: str, resume: bool, log) -> StudyOu
     finally:
         tracking.end_run(uri, parent, status)
     return StudyOutcome(path, uri, experiment_id, parent, report_dir, table, errored)
+
+
+def count_unfinished(results, planned: list[str]) -> int:
+    """Planned trials that neither finished nor errored: a trial's last report holds ``top1`` only once it finished,
+    and trials Tune never created (the grid is expanded lazily; a Ctrl-C stops it) have no result at all."""
+    done = {r.config["trial"] for r in results if r.error or (r.metrics and "top1" in r.metrics)}
+    return len(set(planned) - done)
 
 
 def _tune_config(cfg: StudyConfig, trials, max_concurrent: int) -> tune.TuneConfig:
@@ -226,4 +233,4 @@ def build_and_log_report(uri: str, experiment: str, parent_run_id: str, out_dir:
     return study.table
 
 
-__all__ = ["StudyOutcome", "build_and_log_report", "experiment_path", "run_study", "storage_root"]
+__all__ = ["StudyOutcome", "build_and_log_report", "count_unfinished", "experiment_path", "run_study", "storage_root"]
