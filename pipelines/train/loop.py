@@ -221,7 +221,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source
         payload["fsdp/local_params"] = local_params
         checkpoint_due = final or bool(plan.checkpoint_every and step % plan.checkpoint_every == 0)
         if checkpoint_due or evaluated or step % cfg.metrics.log_every == 0:
-            logger.flush(wait=checkpoint_due)  # a checkpoint waits for the metrics before it; other steps do not
+            logger.flush()
             if rank == 0:
                 log.info(_progress_line(payload, plan.total_steps))
             if checkpoint_due:
