@@ -8,7 +8,6 @@ those lines.
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,20 +149,6 @@ def test_study_with_the_tracking_server_down_is_one_error_before_ray(capsys, tmp
     _record("study", "MLflow server down at start", message)
     assert code == 2 and message.startswith(f"train.tracking.uri: {uri}: the MLflow tracking server does not answer")
     assert _ray_untouched()
-
-
-@pytest.fixture
-def read_only_mount(tmp_path):
-    """A read-only filesystem (tmpfs), where even root cannot write; skipped where mounting is not allowed."""
-    target = tmp_path / "ro"
-    target.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(target)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a filesystem here")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", str(target)], check=True)
 
 
 @pytest.mark.parametrize("where", ["read-only filesystem", "under a file"])

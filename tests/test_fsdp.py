@@ -4,7 +4,6 @@ evaluation through sharded parameters, checkpoints; and (slow) 1 vs 2 Ray Train 
 import socket
 
 import pytest
-import ray
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -161,16 +160,6 @@ def test_checkpoint_round_trip_and_consolidated_export(mesh, tmp_path):
     for key, value in saved_state.items():
         torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    from pipelines.train import ray_logs
-
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.slow

@@ -12,23 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import ray
 
 import vit_model
 from pipelines.tracking import RUN_KEY_TAG, resolve_tracking_uri
-from pipelines.train import load_config, ray_logs, run_training
+from pipelines.train import load_config, run_training
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "train-smoke.yaml"
 CURVES = ("train/loss", "train/lr", "train/images_per_s", "train/grad_norm", "train/flops")
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _train_and_check(uri: str, storage: Path, download_to: Path) -> None:

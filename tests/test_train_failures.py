@@ -14,16 +14,14 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import ray
 from cluster_harness import _all_processes
 
-from pipelines.train import load_config, ray_logs, run_training
+from pipelines.train import load_config, run_training
 from pipelines.train.report_log import ReportLog, read_report_log
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "train-smoke.yaml"
@@ -32,14 +30,6 @@ WORKER_PREFIX = "ray::RayTrainWorker"
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _config(uri: str, experiment: str, *extra: str):
@@ -162,20 +152,6 @@ def test_workers_killed_at_random_steps_resume_and_match_an_unkilled_run(ray_clu
           f"{result.metrics['step']}, loss {result.metrics['train/loss']:.6f} vs unkilled "
           f"{reference.metrics['train/loss']:.6f}; MLflow runs: {len(runs)}; unkilled {reference_s:.0f} s, "
           f"killed {killed_s:.0f} s")
-
-
-@pytest.fixture
-def small_storage(tmp_path):
-    """A 512 KiB filesystem: room for the start-up check's probe, not for one checkpoint (about 2.5 MB)."""
-    target = tmp_path / "small"
-    target.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(target)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a filesystem here")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
 
 
 def test_checkpoint_storage_full_mid_run_is_a_prompt_clear_error(ray_cluster, small_storage, tmp_path):

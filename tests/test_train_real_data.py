@@ -7,19 +7,11 @@ import numpy as np
 import pytest
 import ray
 
-from pipelines.train import load_config, ray_logs, run_training
+from pipelines.train import load_config, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpg"
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _rows(count: int, seed: int) -> list[dict]:

@@ -6,24 +6,15 @@ import math
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 import vit_model
-from pipelines.train import load_config, ray_logs, run_training
+from pipelines.train import load_config, run_training
 from pipelines.train.optim import split_batch
 from pipelines.train.sources import VAL, SyntheticSource, patch_geometry
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "train-smoke.yaml"
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _plain_top1(model, cfg) -> float:

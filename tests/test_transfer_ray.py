@@ -5,11 +5,10 @@ into two tagged MLflow runs under a sweep run, at a new resolution with the new 
 import math
 
 import pytest
-import ray
 
 import vit_model
 from pipelines import tracking
-from pipelines.train import load_config, ray_logs, run_training
+from pipelines.train import load_config, run_training
 from pipelines.train.report_log import ReportLog, read_report_log
 from pipelines.transfer import load_finetune_config, run_finetune
 
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.slow
 SYNTHETIC = ["data.num_classes=4", "data.synthetic_size=256", "data.synthetic_eval_size=64", "model.name=vit-pi/4",
              "schedule.global_batch_size=32", "eval.fewshot_shots=[]", "scaling.num_workers=2", "metrics.log_every=5"]
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_logs.RUNTIME_ENV)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_masked_patch_pretraining_then_finetuning_sweep(ray_cluster, tmp_path):

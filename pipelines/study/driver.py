@@ -31,9 +31,8 @@ from ray import tune
 from pipelines import tracking
 from pipelines.data.storage import is_uri, join
 from pipelines.tracking.runs import client
-from pipelines.train import checkpointing
 from pipelines.train.config import SYNTHETIC, ConfigError
-from pipelines.train.driver import DEFAULT_STORAGE_DIR
+from pipelines.train.driver import DEFAULT_STORAGE_DIR, check_services
 
 from . import frontier, ray_env, runs, tune_hooks
 from .config import StudyConfig
@@ -94,18 +93,6 @@ def check_resumable(path: str, resume: bool) -> None:
                           "with name=<new name> (or storage_path=...)")
 
 
-def check_services(uri: str, storage: str) -> None:
-    """Before Ray starts: the MLflow server answers and the study's storage takes a file (one clear error each)."""
-    try:
-        tracking.check_reachable(uri)
-    except tracking.TrackingUnavailableError as exc:
-        raise ConfigError(f"train.tracking.uri: {exc}") from None
-    try:
-        checkpointing.check_storage_writable(storage)
-    except OSError as exc:
-        raise ConfigError(f"storage_path: {exc}") from None
-
-
 def start_ray(num_cpus: int | None, dashboard_port: int | None) -> bool:
     """Connect to the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it) or start a local Ray; True if started
     here (then :func:`run_study` shuts it down)."""
@@ -131,7 +118,7 @@ def run_study(cfg: StudyConfig, *, resume: bool = False, num_cpus: int | None = 
     path = experiment_path(cfg)
     check_resumable(path, resume)
     uri = tracking_uri_for(cfg, path, resume)
-    check_services(uri, storage_root(cfg))
+    check_services(uri, storage_root(cfg), field_prefix="train.")
     started_ray = start_ray(num_cpus, dashboard_port)
     try:
         return _run(cfg, path=path, uri=uri, resume=resume, log=log)

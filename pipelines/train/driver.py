@@ -75,14 +75,15 @@ def model_summary(cfg: TrainConfig, num_classes: int) -> dict:
             "forward_gflops": vit_model.forward_flops(model) / 1e9}
 
 
-def check_services(cfg: TrainConfig, storage: str) -> None:
-    """Before Ray starts: the tracking server answers and the checkpoint storage takes a file (one clear error each,
-    instead of minutes of retries or a failure at the first checkpoint)."""
-    if cfg.tracking.enabled:
+def check_services(tracking_uri: str | None, storage: str, *, field_prefix: str = "") -> None:
+    """Before Ray starts: the tracking server at ``tracking_uri`` (None: no tracking) answers and the checkpoint
+    storage takes a file - one clear error each, naming ``<field_prefix>tracking.uri`` or ``storage_path``, instead
+    of minutes of retries or a failure at the first checkpoint. The study calls it too (``field_prefix="train."``)."""
+    if tracking_uri is not None:
         try:
-            tracking.check_reachable(tracking.resolve_tracking_uri(cfg.tracking.uri))
+            tracking.check_reachable(tracking_uri)
         except tracking.TrackingUnavailableError as exc:
-            raise ConfigError(f"tracking.uri: {exc}") from None
+            raise ConfigError(f"{field_prefix}tracking.uri: {exc}") from None
     try:
         checkpointing.check_storage_writable(storage)
     except OSError as exc:
@@ -133,7 +134,7 @@ def run_training(config, *, run_name: str | None = None, storage_path: str | Non
     storage = storage_path or cfg.storage_path or str(Path.cwd() / DEFAULT_STORAGE_DIR)
     if "://" not in storage:  # s3://, gs://, ... go to Ray as they are
         storage = str(Path(storage).expanduser().resolve())
-    check_services(cfg, storage)
+    check_services(tracking.resolve_tracking_uri(cfg.tracking.uri) if cfg.tracking.enabled else None, storage)
     if not ray.is_initialized():
         ray.init(runtime_env=ray_logs.RUNTIME_ENV)
     cpus = cpus_per_worker(cfg.scaling, ray.cluster_resources())
