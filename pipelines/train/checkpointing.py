@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 import vit_model
 
 STATE_FILE, CONFIG_FILE, RNG_DIR, EXPORT_DIR = "train_state.json", "run_config.yaml", "rng", "export"
+UNLOGGED_FILE = "unlogged_metrics.json"  # metrics MLflow did not have yet when the checkpoint was written
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -150,9 +151,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def write_checkpoint(directory: Path, *, model, optimizer, scheduler, progress: Progress, run_config: dict,
-                     rank: int, extra: dict | None = None) -> None:
+                     rank: int, extra: dict | None = None, unlogged: list[dict] | None = None) -> None:
     """Collective: every rank writes its part of the checkpoint into ``directory`` (its own local directory).
-    ``extra``: more sharded tensors saved beside the model (``{"ema": averaged weights}``)."""
+    ``extra``: more sharded tensors saved beside the model (``{"ema": averaged weights}``); ``unlogged``: rank 0's
+    metrics not yet in MLflow (a tracking server that is down), logged again on resume."""
     dcp.save({"train": ModelAndOptimizer(model, optimizer), **(extra or {})}, checkpoint_id=str(directory))
     (directory / RNG_DIR).mkdir(exist_ok=True)
     torch.save(_rng_state(), directory / RNG_DIR / f"rank-{rank}.pt")
@@ -161,6 +163,8 @@ def write_checkpoint(directory: Path, *, model, optimizer, scheduler, progress: 
                  "world_size": torch.distributed.get_world_size()}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(run_config, sort_keys=False))
+        if unlogged:
+            (directory / UNLOGGED_FILE).write_text(json.dumps(unlogged))
 
 
 def read_checkpoint(directory: Path, *, model, optimizer, scheduler, rank: int, extra: dict | None = None) -> Progress:
@@ -177,6 +181,12 @@ def read_checkpoint(directory: Path, *, model, optimizer, scheduler, rank: int, 
     if rng_path.exists():  # absent when the run restarts with more workers than were saved
         _set_rng_state(torch.load(rng_path, weights_only=True))
     return Progress(step=state["step"], images_seen=state["images_seen"])
+
+
+def read_unlogged(directory) -> list[dict]:
+    """The metrics a checkpoint holds because MLflow did not have them when it was written (usually none)."""
+    path = Path(directory) / UNLOGGED_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def read_run_config(directory) -> dict:

@@ -126,7 +126,7 @@ def save_and_report(payload: dict, *, model, optimizer, scheduler, progress, cfg
     try:
         checkpointing.write_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler,
                                        progress=progress, run_config=cfg.to_dict(), rank=rank,
-                                       extra=_average_state(average))
+                                       extra=_average_state(average), unlogged=logger.unwritten())
         if final and cfg.checkpoint.export:
             export = checkpointing.export_consolidated(model, directory / checkpointing.EXPORT_DIR, rank)
             if export is not None:
@@ -160,13 +160,14 @@ def train_func(loop_config: dict) -> None:
                                 decay=cfg.schedule.decay)
     average = WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     progress = checkpointing.Progress()
+    logger = RunLogger(plan.tracking_uri, plan.mlflow_run_id) if rank == 0 and plan.mlflow_run_id else NullLogger()
     if resumed is not None:
         with resumed.as_directory() as directory:
             progress = checkpointing.read_checkpoint(directory, model=model, optimizer=optimizer,
                                                      scheduler=scheduler, rank=rank, extra=_average_state(average))
+            logger.requeue(checkpointing.read_unlogged(directory))
     else:
         torch.manual_seed(cfg.seed + 1 + rank)  # dropout / stochastic depth differ per rank
-    logger = RunLogger(plan.tracking_uri, plan.mlflow_run_id) if rank == 0 and plan.mlflow_run_id else NullLogger()
     source = make_source(cfg, plan, objectives.unwrap(model).config, split, rank, world, progress.images_seen)
     _run(cfg, plan, model=model, optimizer=optimizer, scheduler=scheduler, source=source, split=split,
          progress=progress, resumed=resumed is not None, rank=rank, world=world, device=device, logger=logger,
@@ -221,7 +222,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source
         payload["fsdp/local_params"] = local_params
         checkpoint_due = final or bool(plan.checkpoint_every and step % plan.checkpoint_every == 0)
         if checkpoint_due or evaluated or step % cfg.metrics.log_every == 0:
-            logger.flush()
+            logger.flush(wait=False)  # training never waits for MLflow; a checkpoint saves what is unwritten
             if rank == 0:
                 log.info(_progress_line(payload, plan.total_steps))
             if checkpoint_due:
@@ -229,7 +230,7 @@ def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source
                                 cfg=cfg, rank=rank, logger=logger, final=final, average=average)
             else:
                 ray.train.report(payload)
-    logger.flush()
+    logger.flush()  # the end waits until MLflow has every metric
 
 
 def _die(logger) -> None:
