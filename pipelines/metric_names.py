@@ -9,6 +9,12 @@ TFLOPS, MFU = "train/tflops_per_s", "train/mfu"
 VAL_TOP1, TEST_TOP1 = "val/top1", "test/top1"
 WALL_TIME = "time/train_s"
 FEWSHOT_PREFIX = "fewshot/"  # + "<dataset>_<k>shot"
+FINETUNE_PREFIX = "finetune/"  # a fine-tuning sweep's summary, logged on the run it started from
+
+
+def finetune_best_key(metric: str) -> str:
+    """``"test/top1"`` -> ``"finetune/best_test/top1"``: ``metric`` of the sweep's best learning rate."""
+    return f"{FINETUNE_PREFIX}best_{metric}"
 
 
 def fewshot_key(dataset: str, shots: int) -> str:

@@ -86,3 +86,27 @@ def test_a_study_without_results_still_gets_its_figures(tmp_path):
     assert result["fits"]["finished"] == 0
     assert result["fits"]["headline"]["top1"]["compute_exponent_b"] is None
     assert result["paths"]["plots"]["accuracy_vs_compute_top1"]["png"].stat().st_size > 0
+
+
+def test_transfer_accuracy_of_the_fine_tuned_frontier_gets_its_own_frontier_and_plots(tmp_path):
+    """The study's fine-tuning stage fills transfer_top1 for its frontier trials only: the report then draws the
+    Pareto plot on it (the paper's y-axis) from those rows, and leaves the other trials out of it."""
+    table = results_table(synthetic_study())
+    top = frontier(best_lr_rows(table, "top1"), metric="top1", by=None)
+    tuned = top.loc[top["group"] == ALL, "trial_id"].tolist()
+    assert len(tuned) >= 2
+    table["transfer_top1"] = table["top1"].where(table["trial_id"].isin(tuned)) * 0.9
+    result = build_report(table, None, tmp_path, n_boot=20)
+    written = pd.read_csv(result["paths"]["frontier"])
+    mine = written[written["metric"] == "transfer_top1"]
+    assert set(mine["trial_id"]) <= set(tuned) and len(mine) > 0
+    assert "transfer_top1" in result["fits"]["metrics"]
+    assert result["paths"]["plots"]["accuracy_vs_compute_transfer_top1"]["png"].stat().st_size > 0
+    assert read_table(result["paths"]["table"]["parquet"])["transfer_top1"].notna().sum() == len(tuned)
+
+
+def test_transfer_accuracy_outside_zero_one_is_refused():
+    table = results_table(synthetic_study())
+    table.loc[0, "transfer_top1"] = 71.5  # a percentage, not a fraction
+    with pytest.raises(ValueError, match="column 'transfer_top1' must be a fraction"):
+        results_table(table)

@@ -95,11 +95,30 @@ def test_cli_style_overrides_are_typed(tmp_path):
     ({"frontier__inspect": True, "train__checkpoint": {"export": False}}, "frontier.inspect"),  # no model to inspect
     ({"frontier__metric": "loss"}, "frontier.metric"),
     ({"frontier__num_images": 0}, "frontier.num_images"),
+    ({"frontier__finetune": "/nonexistent/finetune.yaml"}, "frontier.finetune"),
+    ({"frontier__finetune_overrides": ["data.image_size=64"]}, "frontier.finetune_overrides"),  # nothing to apply to
 ])
 def test_bad_values_fail_naming_the_field(changes, field):
     with pytest.raises(ConfigError) as info:
         study_config_from_dict(_with(**changes))
     assert str(info.value).startswith(field), str(info.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"train__checkpoint": {"export": False}}, "frontier.finetune: fine-tunes each frontier trial's exported"),
+    ({"frontier__finetune_overrides": ["sweep.lrs=[]"]}, "frontier.finetune: .*ft.yaml: sweep.lrs"),
+    ({"frontier__finetune_overrides": ["data.image_size=30"]},
+     "frontier.finetune: .*ft.yaml: .*not divisible by patch_size 8"),
+])
+def test_a_bad_finetune_stage_fails_before_ray_naming_the_field(tmp_path, changes, message):
+    import yaml
+
+    finetune = tmp_path / "ft.yaml"
+    finetune.write_text(yaml.safe_dump({"model": {"name": "vit-pi/8"},
+                                        "data": {"source": "synthetic", "num_classes": 4, "image_size": 48}}))
+    study_config_from_dict(_with(frontier__finetune=str(finetune)))  # the good one loads
+    with pytest.raises(ConfigError, match=message):
+        study_config_from_dict(_with(frontier__finetune=str(finetune), **changes))
 
 
 @pytest.mark.parametrize("override, field", [

@@ -161,3 +161,41 @@ def test_frontier_trials_and_only_they_carry_inspection_figures(smoke):
             assert ("inspection/embedding_filters.png" in figures) == (child.data.params["family"] == "vit")
         else:
             assert not figures, child.data.tags["trial_id"]
+
+
+def test_resume_with_a_finetune_stage_fine_tunes_the_frontier_models_only(smoke):
+    """`--resume frontier.finetune=<config>` on the finished study (last here: it adds to the report): each frontier
+    trial's exported model is fine-tuned at 48 px (the position embeddings resampled from 4x4 to 6x6 for ViT), its
+    sweep's runs are children of the trial's run, and the report gains transfer_top1 with its own Pareto plot."""
+    import yaml
+
+    ws, client = smoke["ws"], smoke["client"]
+    config = ws.directory / "finetune-smoke.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "ft-smoke", "data": {"source": str(DATA), "name": "cifar10", "image_size": 48, "train_count": 200},
+        "schedule": {"global_batch_size": 16, "total": "4 steps", "warmup": "1 steps"},
+        "eval": {"batch_size": 250, "fewshot_shots": []}, "scaling": {"num_workers": 1},
+        "checkpoint": {"export": False}, "sweep": {"lrs": [0.01]}}))
+    result = ws.run("--config", str(CONFIG), "--resume", f"frontier.finetune={config}", timeout_s=1500,
+                    log_name="finetune.log")
+    print(f"study-smoke --resume with fine-tuning: exit {result.returncode} after {result.wall_s:.0f} s")
+    assert result.returncode == 0, result.output[-6000:]
+
+    report = smoke["experiment_dir"] / "report"
+    frontier = pd.read_csv(report / "frontier.csv")
+    on_frontier = set(frontier.loc[(frontier["group"] == "all") & (frontier["metric"] == "top1"), "trial_id"])
+    table = pd.read_parquet(report / "results.parquet")
+    tuned = set(table.loc[table["transfer_top1"].notna(), "trial_id"])
+    assert tuned == on_frontier
+    assert table["transfer_top1"].dropna().between(0, 1).all()
+    assert (report / "plots" / "accuracy_vs_compute_transfer_top1.png").stat().st_size > 0
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    for child in smoke["children"]:
+        trial = client.get_run(child.info.run_id)
+        sweeps = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{child.info.run_id}'")
+        if trial.data.tags["trial_id"] in on_frontier:
+            assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"  # one run per learning rate
+            assert sweeps[0].data.tags["vit_study.pretrain_run_id"] == child.info.run_id
+            assert trial.data.metrics["finetune/best_test/top1"] == sweeps[0].data.metrics["test/top1"]
+        else:
+            assert not sweeps and "finetune/best_test/top1" not in trial.data.metrics

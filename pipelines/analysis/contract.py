@@ -16,7 +16,9 @@ child run (one per trial, resumed, never duplicated, after a restore)
         ``budget_epochs``, ``lr`` (peak learning rate). Any other params (the recipe) are allowed and ignored here.
     final metrics (one value each; ``FINAL_METRICS``)
         ``top1`` (fraction in [0, 1]), ``train_flops``, ``wall_time_s``, ``device_hours`` and few-shot accuracies
-        ``fewshot/<dataset>_<k>shot`` (fractions), which become table columns ``fewshot_<dataset>_<k>shot``.
+        ``fewshot/<dataset>_<k>shot`` (fractions), which become table columns ``fewshot_<dataset>_<k>shot``;
+        ``finetune/best_test/top1`` (``TRANSFER_METRIC``) when the study fine-tuned the trial (``frontier.finetune``),
+        the table's ``transfer_top1``. The fine-tuning runs themselves are children of the trial's run.
     curves (metrics logged with an explicit ``step`` = optimiser step; ``CURVE_METRICS``)
         ``loss``, ``lr`` (the schedule; a metric, not the ``lr`` param), ``val_top1``: read from the keys the
         training loop logs (``train/loss``, ``train/lr``, ``val/top1``, see pipelines/train/metrics.py) or, when
@@ -43,6 +45,8 @@ PARAM_COLUMNS = (
     "data_fraction", "data_count", "budget", "budget_epochs", "lr",
 )
 FINAL_METRICS = ("top1", "train_flops", "wall_time_s", "device_hours")
+# The column of a trial fine-tuned by the study's frontier stage: its sweep's test top-1 at the best learning rate.
+TRANSFER_COLUMN, TRANSFER_METRIC = "transfer_top1", metric_names.finetune_best_key(metric_names.TEST_TOP1)
 FEWSHOT_METRIC_PREFIX = metric_names.FEWSHOT_PREFIX
 FEWSHOT_COLUMN_PREFIX = "fewshot_"
 # curve name in the curves table -> MLflow keys it is read from, first present wins: the training loop's keys, then

@@ -26,6 +26,8 @@ from .contract import (
     TAG_PARENT_RUN_ID,
     TAG_ROLE,
     TAG_TRIAL_ID,
+    TRANSFER_COLUMN,
+    TRANSFER_METRIC,
     fewshot_column,
 )
 from .results_table import results_table
@@ -120,6 +122,8 @@ def _row(run) -> dict:
         row[name] = params.get(name, tags.get(name))  # tags repeat some params; params are authoritative
     for name in FINAL_METRICS:
         row[name] = metrics.get(name)
+    if TRANSFER_METRIC in metrics:
+        row[TRANSFER_COLUMN] = metrics[TRANSFER_METRIC]
     for name, value in metrics.items():
         if name.startswith(FEWSHOT_METRIC_PREFIX):
             row[fewshot_column(name)] = value

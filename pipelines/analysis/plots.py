@@ -38,6 +38,8 @@ def metric_label(metric: str) -> str:
     """``top1`` -> "Top-1 accuracy"; ``fewshot_cifar10_5shot`` -> "cifar10 5-shot accuracy"."""
     if metric == "top1":
         return "Top-1 accuracy"
+    if metric == "transfer_top1":
+        return "Top-1 accuracy after fine-tuning"
     match = re.fullmatch(r"fewshot_(.+)_(\d+)shot", metric)
     if match:
         return f"{match[1]} {match[2]}-shot accuracy"

@@ -16,6 +16,7 @@ budget_epochs       float64    the same in epochs of the subset
 lr                  float64    peak learning rate
 top1                float64    final top-1 accuracy (fraction in [0, 1]) on the evaluation split
 fewshot_*           float64    few-shot linear-probe accuracies (fractions)
+transfer_top1       float64    test top-1 after fine-tuning (the study's ``frontier.finetune``; NA otherwise)
 train_flops         float64    training FLOPs (3 x forward FLOPs x images seen)
 wall_time_s         float64    wall-clock seconds of the trial
 device_hours        float64    accelerator (or CPU-worker) hours
@@ -35,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .contract import FEWSHOT_COLUMN_PREFIX
+from .contract import FEWSHOT_COLUMN_PREFIX, TRANSFER_COLUMN
 
 COLUMNS: dict[str, str] = {
     "trial_id": "string", "family": "string", "variant": "string", "params": "Int64", "forward_gflops": "float64",
     "image_size": "Int64", "patch_size": "Int64", "data_fraction": "float64", "data_count": "Int64",
-    "budget": "Int64", "budget_epochs": "float64", "lr": "float64", "top1": "float64", "train_flops": "float64",
-    "wall_time_s": "float64", "device_hours": "float64", "status": "string", "note": "string",
+    "budget": "Int64", "budget_epochs": "float64", "lr": "float64", "top1": "float64", "transfer_top1": "float64",
+    "train_flops": "float64", "wall_time_s": "float64", "device_hours": "float64", "status": "string", "note": "string",
 }
 FEWSHOT_DTYPE = "float64"
 REQUIRED = ("trial_id", "family", "variant", "status")
@@ -124,7 +125,7 @@ def _check_values(table: pd.DataFrame) -> None:
     duplicated = table["trial_id"][table["trial_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ValueError(f"results table: duplicate trial_id(s) {duplicated}")
-    for name in ["top1", *fewshot_columns(table.columns)]:
+    for name in ["top1", TRANSFER_COLUMN, *fewshot_columns(table.columns)]:
         _require(table, name, lambda v: (v >= 0) & (v <= 1), "a fraction in [0, 1]")
     for name in POSITIVE:
         _require(table, name, lambda v: v > 0, "positive")
@@ -140,9 +141,10 @@ def _require(table: pd.DataFrame, name: str, ok, what: str) -> None:
 
 
 def accuracy_metrics(table: pd.DataFrame) -> list[str]:
-    """What the analysis reports on: ``top1`` (always, so a study without results still gets its figures) and
-    the few-shot columns that hold at least one value."""
-    return ["top1"] + [m for m in fewshot_columns(table.columns) if table[m].notna().any()]
+    """What the analysis reports on: ``top1`` (always, so a study without results still gets its figures), then
+    the few-shot columns and ``transfer_top1`` where they hold at least one value."""
+    optional = [*fewshot_columns(table.columns), TRANSFER_COLUMN]
+    return ["top1"] + [m for m in optional if m in table.columns and table[m].notna().any()]
 
 
 def finished(table: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:

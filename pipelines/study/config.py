@@ -68,6 +68,10 @@ class FrontierSection:
     metric: str = "top1"  # the frontier of this table column against training FLOPs
     inspect: bool = False  # vit-study inspect's figures as artifacts of each frontier trial's run
     num_images: int = NUM_SAMPLE_IMAGES  # sample test images drawn and averaged over
+    # A fine-tuning config (configs/finetune-<name>.yaml): each frontier trial's model is fine-tuned with it (its
+    # learning-rate sweep) and the report gains transfer_top1, the paper's y-axis, with its own frontier and plots.
+    finetune: str | None = None
+    finetune_overrides: list[str] = field(default_factory=list)  # KEY=VALUE for that config, e.g. data.image_size=224
 
 
 @dataclass
@@ -229,6 +233,18 @@ def _validate_frontier(cfg: StudyConfig) -> None:
     if f.inspect:
         _check(cfg.train.checkpoint.export, "frontier.inspect",
                "inspects each frontier trial's exported model: it needs train.checkpoint.export: true")
+    _check(f.finetune is not None or not f.finetune_overrides, "frontier.finetune_overrides",
+           "set frontier.finetune (a fine-tuning config) for these to apply to")
+    if f.finetune is not None:
+        from pipelines.transfer.config import load_finetune_config
+
+        _check(cfg.train.checkpoint.export, "frontier.finetune",
+               "fine-tunes each frontier trial's exported model: it needs train.checkpoint.export: true")
+        _check(Path(f.finetune).is_file(), "frontier.finetune", f"no fine-tuning config at {f.finetune!r}")
+        try:
+            load_finetune_config(f.finetune, f.finetune_overrides)
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"frontier.finetune: {exc}") from None
 
 
 __all__ = ["ConfigError", "FrontierSection", "GridSection", "ModelEntry", "ResourcesSection", "SearchSection",

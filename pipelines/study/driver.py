@@ -174,6 +174,12 @@ def _run(cfg: StudyConfig, *, path: str, uri: str, resume: bool, log) -> StudyOu
             frontier.inspect_frontier(uri, experiment_id, parent, table, metric=cfg.frontier.metric,
                                       data_source=trials[0].train["data"]["source"],
                                       num_images=cfg.frontier.num_images, out_dir=report_dir, log=log)
+        if cfg.frontier.finetune:
+            tuned = frontier.finetune_frontier(uri, cfg.experiment_name, experiment_id, parent, table,
+                                               metric=cfg.frontier.metric, config_path=cfg.frontier.finetune,
+                                               overrides=cfg.frontier.finetune_overrides, study_path=path, log=log)
+            if tuned:  # the report again, now with transfer_top1 (its frontier, fits and plots)
+                table = build_and_log_report(uri, cfg.experiment_name, parent, report_dir)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pipelines import tracking
+from pipelines.metric_names import FINETUNE_PREFIX, TEST_TOP1, finetune_best_key
 
 from .config import FinetuneConfig, run_label
 
@@ -126,12 +127,12 @@ def _log_summary(uri: str, run_id: str, summary: SweepSummary) -> None:
 
     best, key = summary.best, summary.select_by
     now = int(time.time() * 1000)
-    values = {"finetune/best_lr": best.lr, f"finetune/best_{key}": best.metrics[key]}
-    if "test/top1" in best.metrics:
-        values["finetune/best_test/top1"] = best.metrics["test/top1"]
+    values = {finetune_best_key("lr"): best.lr, finetune_best_key(key): best.metrics[key]}
+    if TEST_TOP1 in best.metrics:
+        values[finetune_best_key(TEST_TOP1)] = best.metrics[TEST_TOP1]
     for run in summary.runs:
         if key in run.metrics:
-            values[f"finetune/lr{run.lr:g}/{key}"] = run.metrics[key]
+            values[f"{FINETUNE_PREFIX}lr{run.lr:g}/{key}"] = run.metrics[key]
     client = tracking.runs.client(uri)
     tracking.with_retries(lambda: client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
                                                                     for k, v in values.items()]))
