@@ -79,3 +79,54 @@ def test_inspect_frontier_logs_figures_to_the_frontier_runs_once(tmp_path):
                              num_images=2, out_dir=tmp_path / "report", log=lines.append)
     assert again == {}  # a resumed study does not draw them twice
 
+
+
+def test_finetune_frontier_fine_tunes_each_frontier_run_once_into_the_studys_mlflow(tmp_path, monkeypatch):
+    """The stage's wiring, with the sweep itself stood in for (it runs for real in test_study_smoke): each frontier
+    trial's run is the checkpoint and the parent of its sweep, the config points at the study's MLflow, the Ray
+    Train storage is under the study, and a trial that already has its transfer accuracy is not fine-tuned again."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.analysis.contract import (
+        ROLE_TRIAL,
+        TAG_PARENT_RUN_ID,
+        TAG_ROLE,
+        TAG_TRIAL_ID,
+        TRANSFER_METRIC,
+    )
+    from pipelines.study import frontier as stage
+    from pipelines.transfer import sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("s", artifact_location=str(tmp_path / "artifacts"))
+    runs = {}
+    for trial_id in ("a", "b", "c"):
+        run = client.create_run(experiment, tags={TAG_ROLE: ROLE_TRIAL, TAG_PARENT_RUN_ID: "parent",
+                                                  TAG_TRIAL_ID: trial_id}).info.run_id
+        client.set_terminated(run, "FINISHED")
+        runs[trial_id] = run
+    table = _table([("a", "vit", "finished", 0.3, 1e12), ("b", "vit", "finished", 0.2, 2e12),
+                    ("c", "t2t", "finished", 0.4, 3e12)])  # frontier: a, c
+    calls = []
+
+    def fake_sweep(config, *, checkpoint, run_name, storage_path, parent_run_id):
+        calls.append((config, checkpoint, run_name, storage_path, parent_run_id))
+        MlflowClient(config.tracking.uri).log_metric(parent_run_id, TRANSFER_METRIC, 0.7)
+        return sweep.SweepSummary("val/top1", [sweep.SweepRun(0.01, {"val/top1": 0.6, "test/top1": 0.7}, None, None)])
+
+    monkeypatch.setattr(sweep, "run_finetune", fake_sweep)
+    finetune = tmp_path / "ft.yaml"
+    finetune.write_text(yaml.safe_dump({"data": {"source": "synthetic", "num_classes": 4, "image_size": 48}}))
+    options = dict(metric="top1", config_path=str(finetune), overrides=["sweep.lrs=[0.01]"],
+                   study_path=str(tmp_path / "study"), log=lambda line: None)
+
+    tuned = stage.finetune_frontier(uri, "s", experiment, "parent", table, **options)
+    assert tuned == {"a": 0.7, "c": 0.7}
+    assert [(c[1], c[2], c[4]) for c in calls] == [(runs["a"], "a-ft", runs["a"]), (runs["c"], "c-ft", runs["c"])]
+    config = calls[0][0]
+    assert (config.tracking.enabled, config.tracking.uri, config.tracking.experiment) == (True, uri, "s")
+    assert config.sweep.lrs == [0.01] and calls[0][3] == str(tmp_path / "study" / stage.FINETUNE_DIR)
+    assert stage.finetune_frontier(uri, "s", experiment, "parent", table, **options) == {}  # resumed: nothing left
+    assert len(calls) == 2
