@@ -48,10 +48,22 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parse_args``, except that KEY=VALUE overrides may sit between options (``train a=1 --run-name x b=2``):
+    argparse's ``nargs="*"`` positional takes only the first run of them."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, module = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
