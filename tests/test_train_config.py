@@ -48,6 +48,7 @@ def test_overrides_are_typed_like_the_field():
     (["model.options.dropout=2"], "model.options"),
     (["data.source=/nonexistent/place"], "data.source"),
     (["data.num_classes=null"], "data.num_classes"),
+    (["data.prefetch_batches=-1"], "data.prefetch_batches"),
     (["parallel.mixed_precision=fp8"], "parallel.mixed_precision"),
     (["eval.fewshot_shots=[0, 5]"], "eval.fewshot_shots"),
     (["scaling.use_gpu=maybe"], "scaling.use_gpu"),

@@ -39,6 +39,24 @@ def test_ray_datasets_with_uneven_evaluation_shards(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_worker_killed_in_the_second_epoch_resumes_its_ray_data_run(ray_cluster, tmp_path):
+    # 8 steps per epoch; the checkpoint at step 10 is inside epoch 2, so the restarted workers start their
+    # (prefetched) pipelines in the epoch the checkpoint names before any model exists
+    cfg = load_config(None, ["model.name=vit-pi/4", "data.num_classes=4", "schedule.global_batch_size=32",
+                             "schedule.total=14 steps", "schedule.warmup=2 steps", "eval.fewshot_shots=[]",
+                             "scaling.num_workers=2", "tracking.enabled=false", "checkpoint.export=false",
+                             "checkpoint.every=5 steps", "fault.kill_at_step=12", "fault.kill_rank=1",
+                             "max_failures=1", "data.prefetch_batches=3"])
+    datasets = {"train": ray.data.from_items(_rows(256, 0)), "val": ray.data.from_items(_rows(64, 1)),
+                "test": ray.data.from_items(_rows(64, 2))}
+    result = run_training(cfg, run_name="ray-data-killed", storage_path=str(tmp_path), datasets=datasets)
+    metrics = result.metrics
+    assert metrics["step"] == 14 and metrics["train/images_seen"] == 14 * 32
+    assert metrics["train/epoch"] == pytest.approx(14 * 32 / 256)
+    assert metrics["test/top1"] > 0.5
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not CIFAR10.exists(), reason="the shared CIFAR-10 JPEGs are not on this machine")
 def test_cifar10_preset_trains_on_the_real_jpegs(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the preset names its data relative to the project root

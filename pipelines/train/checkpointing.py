@@ -171,16 +171,26 @@ def read_checkpoint(directory: Path, *, model, optimizer, scheduler, rank: int, 
     """Collective: load a checkpoint written by :func:`write_checkpoint` (any worker count) into the live objects
     (``extra``'s tensors in place)."""
     directory = Path(directory)
-    state_path = directory / STATE_FILE
-    if not state_path.exists():
-        raise FileNotFoundError(f"{directory}: not a training checkpoint (no {STATE_FILE})")
+    state = _read_state(directory)
     load_sharded({"train": ModelAndOptimizer(model, optimizer), **(extra or {})}, directory)
-    state = json.loads(state_path.read_text())
     scheduler.load_state_dict(state["scheduler"])
     rng_path = directory / RNG_DIR / f"rank-{rank}.pt"
     if rng_path.exists():  # absent when the run restarts with more workers than were saved
         _set_rng_state(torch.load(rng_path, weights_only=True))
     return Progress(step=state["step"], images_seen=state["images_seen"])
+
+
+def read_progress(directory) -> Progress:
+    """Where a checkpoint stopped, without loading its tensors (the data can start before the model exists)."""
+    state = _read_state(Path(directory))
+    return Progress(step=state["step"], images_seen=state["images_seen"])
+
+
+def _read_state(directory: Path) -> dict:
+    state_path = directory / STATE_FILE
+    if not state_path.exists():
+        raise FileNotFoundError(f"{directory}: not a training checkpoint (no {STATE_FILE})")
+    return json.loads(state_path.read_text())
 
 
 def read_unlogged(directory) -> list[dict]:

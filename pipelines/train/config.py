@@ -41,6 +41,7 @@ class DataSection:
     crop_scale: list[float] | None = None  # area range of the training crop; None: the data pipeline's (Inception)
     synthetic_size: int = 2048  # synthetic source: examples in its training split (its "epoch")
     synthetic_eval_size: int = 512  # synthetic source: examples in each evaluation split
+    prefetch_batches: int = 8  # real data: micro-batches a background thread keeps ready for the loop; 0: none
 
 
 @dataclass
@@ -233,6 +234,7 @@ def _validate_data(data: DataSection) -> None:
     _check(0.0 < data.train_fraction <= 1.0, "data.train_fraction", f"must be in (0, 1], got {data.train_fraction}")
     _check(data.train_count is None or data.train_count > 0, "data.train_count", "must be positive")
     _check(data.val_fraction is None or 0.0 <= data.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)")
+    _check(data.prefetch_batches >= 0, "data.prefetch_batches", f"must be >= 0, got {data.prefetch_batches}")
     if data.source == SYNTHETIC:
         _check(data.num_classes is not None and data.num_classes >= 2, "data.num_classes",
                "the synthetic source needs num_classes >= 2")

@@ -40,11 +40,18 @@ class NonFiniteError(FloatingPointError):
     """The loss or the gradient norm became NaN/inf; the message names the step."""
 
 
-def make_source(cfg: TrainConfig, plan: RunPlan, model_config, split: BatchSplit, rank: int, world: int,
-                images_seen: int = 0):
-    if not plan.synthetic:
-        return RayDataSource(split=split, eval_batch_size=cfg.eval.batch_size, seed=cfg.data.seed,
-                             first_epoch=images_seen // plan.train_size)
+def real_data_source(cfg: TrainConfig, plan: RunPlan, split: BatchSplit, resumed) -> RayDataSource:
+    """This worker's Ray Data shards, starting in the epoch a resumed checkpoint stopped in."""
+    images_seen = 0
+    if resumed is not None:
+        with resumed.as_directory() as directory:
+            images_seen = checkpointing.read_progress(directory).images_seen
+    return RayDataSource(split=split, eval_batch_size=cfg.eval.batch_size, seed=cfg.data.seed,
+                         first_epoch=images_seen // plan.train_size, prefetch=cfg.data.prefetch_batches)
+
+
+def synthetic_source(cfg: TrainConfig, plan: RunPlan, model_config, split: BatchSplit, rank: int,
+                     world: int) -> SyntheticSource:
     return SyntheticSource(geometry=patch_geometry(model_config), num_classes=plan.num_classes,
                            train_size=cfg.data.synthetic_size, eval_size=cfg.data.synthetic_eval_size,
                            seed=cfg.data.seed, split=split, rank=rank, world_size=world,
@@ -147,14 +154,18 @@ def train_func(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(torch_threads(plan.cpus_per_worker))
+    split = split_batch(cfg.schedule, world)
+    resumed = ray.train.get_checkpoint()
+    source, batches = None, None
+    if not plan.synthetic:  # asked for first: the pipeline starts up in the background while the model is built
+        source = real_data_source(cfg, plan, split, resumed)
+        batches = source.train_microbatches(0)
     mesh = init_device_mesh(device.type, (world,))
     model = build_model(cfg.model.name, num_classes=plan.num_classes, image_size=cfg.data.image_size,
                         options=model_options(cfg), seed=cfg.seed, parallel=cfg.parallel, mesh=mesh, device=device,
                         wrap=objectives.model_wrapper(cfg))
-    resumed = ray.train.get_checkpoint()
     if cfg.init.checkpoint and resumed is None:
         load_initial_weights(model, cfg, plan, rank)
-    split = split_batch(cfg.schedule, world)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
                                 decay=cfg.schedule.decay)
@@ -168,10 +179,13 @@ def train_func(loop_config: dict) -> None:
             logger.requeue(checkpointing.read_unlogged(directory))
     else:
         torch.manual_seed(cfg.seed + 1 + rank)  # dropout / stochastic depth differ per rank
-    source = make_source(cfg, plan, objectives.unwrap(model).config, split, rank, world, progress.images_seen)
-    _run(cfg, plan, model=model, optimizer=optimizer, scheduler=scheduler, source=source, split=split,
-         progress=progress, resumed=resumed is not None, rank=rank, world=world, device=device, logger=logger,
-         average=average)
+    if source is None:
+        source = synthetic_source(cfg, plan, objectives.unwrap(model).config, split, rank, world)
+        batches = source.train_microbatches(progress.step)
+    with contextlib.closing(batches):  # stops a prefetching thread when training ends or fails
+        _run(cfg, plan, model=model, optimizer=optimizer, scheduler=scheduler, source=source, batches=batches,
+             split=split, progress=progress, resumed=resumed is not None, rank=rank, world=world, device=device,
+             logger=logger, average=average)
 
 
 def load_initial_weights(model, cfg: TrainConfig, plan: RunPlan, rank: int) -> None:
@@ -189,13 +203,12 @@ def _average_state(average: WeightAverage | None) -> dict | None:
     return {"ema": average.state_dict()} if average is not None else None
 
 
-def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source, split: BatchSplit, progress,
+def _run(cfg: TrainConfig, plan: RunPlan, *, model, optimizer, scheduler, source, batches, split: BatchSplit, progress,
          resumed: bool, rank: int, world: int, device, logger, average: WeightAverage | None = None) -> None:
     throughput = metrics.Throughput(metrics.forward_flops_per_image(model), split.global_batch, world,
                                     metrics.peak_flops(device, cfg.metrics.peak_tflops))
     dummy = patch_geometry(objectives.unwrap(model).config).dummy()
     local_params = local_parameter_count(model)
-    batches = source.train_microbatches(progress.step)
     started = time.perf_counter()
     model.train()
     while progress.step < plan.total_steps:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .optim import BatchSplit
+from .prefetch import Prefetcher
 
 TRAIN, VAL, TEST, FEWSHOT_TRAIN, FEWSHOT_EVAL = "train", "val", "test", "fewshot_train", "fewshot_eval"
 
@@ -103,8 +104,10 @@ class SyntheticSource:
 class RayDataSource:
     """This worker's shards of the Ray datasets handed to the trainer (``train``, ``val``, ``test``, ...)."""
 
-    def __init__(self, *, split: BatchSplit, eval_batch_size: int, seed: int, first_epoch: int = 0):
+    def __init__(self, *, split: BatchSplit, eval_batch_size: int, seed: int, first_epoch: int = 0,
+                 prefetch: int = 0):
         self.split, self.eval_batch_size, self.seed, self.first_epoch = split, eval_batch_size, seed, first_epoch
+        self.prefetch = prefetch
 
     @staticmethod
     def _shard(name: str):
@@ -114,10 +117,14 @@ class RayDataSource:
 
     def train_microbatches(self, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless micro-batches, epoch after epoch (a resumed run starts a fresh pass over its shard, in the epoch
-        it stopped in)."""
+        it stopped in), pulled ``prefetch`` ahead by a background thread when ``prefetch > 0``. Close it when done."""
+        batches = self._epochs(self._shard(TRAIN))  # the shard is looked up here, in Ray Train's thread
+        return Prefetcher(batches, self.prefetch) if self.prefetch else batches
+
+    def _epochs(self, shard) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from pipelines.data import train_iter_kwargs
 
-        shard, epoch = self._shard(TRAIN), self.first_epoch
+        epoch = self.first_epoch
         while True:
             count = 0
             kwargs = train_iter_kwargs(self.split.micro, self.seed, epoch)  # seeded local shuffle per epoch
