@@ -111,6 +111,13 @@ def test_cpus_per_worker_leaves_room_for_data_and_refuses_the_impossible():
         cpus_per_worker(cfg.replace({"scaling.data_cpus": 2.0}).scaling, {"CPU": 2.0})
     with pytest.raises(ConfigError, match="GPU"):
         cpus_per_worker(cfg.replace({"scaling.use_gpu": True}).scaling, {"CPU": 8.0})
+    # real data: read tasks take whole CPUs, so half a CPU left to Ray Data would hang the run, not slow it
+    half = cfg.replace({"scaling.data_cpus": 0.5}).scaling
+    assert cpus_per_worker(half, {"CPU": 2.0}) == 0.75  # synthetic data: no read tasks
+    with pytest.raises(ConfigError, match="scaling.data_cpus"):
+        cpus_per_worker(half, {"CPU": 2.0}, reads_data=True)
+    study_trial = cfg.replace({"scaling.data_cpus": 0.5, "scaling.cpus_per_worker": 0.25}).scaling
+    assert cpus_per_worker(study_trial, {"CPU": 2.0}, reads_data=True) == 0.25  # 1.5 CPUs left
 
 
 def test_flatten_gives_dotted_params():

@@ -8,10 +8,11 @@ import math
 from .config import ConfigError, ScalingSection
 
 
-def cpus_per_worker(scaling: ScalingSection, cluster: dict[str, float]) -> float:
+def cpus_per_worker(scaling: ScalingSection, cluster: dict[str, float], reads_data: bool = False) -> float:
     """CPUs each Train worker asks for: ``scaling.cpus_per_worker`` or an equal share of what the data leaves.
 
-    ``cluster`` is ``ray.cluster_resources()`` (or the share of it a Tune trial may use).
+    ``cluster`` is ``ray.cluster_resources()`` (or the share of it a Tune trial may use). ``reads_data``: the run
+    has Ray Data read tasks, which take a whole CPU each, so the workers must leave at least one free.
     """
     total_cpus = float(cluster.get("CPU", 0.0))
     workers = scaling.num_workers
@@ -28,6 +29,12 @@ def cpus_per_worker(scaling: ScalingSection, cluster: dict[str, float]) -> float
             f"scaling: {workers} worker(s) x {max(share, 0):g} CPU + {scaling.data_cpus:g} CPU kept for Ray Data "
             f"needs {needed:g} CPUs, but the cluster has {total_cpus:g}; lower scaling.num_workers, "
             "scaling.cpus_per_worker or scaling.data_cpus, or add nodes")
+    left = total_cpus - share * workers
+    if reads_data and left < 1 - 1e-9:
+        raise ConfigError(
+            f"scaling.data_cpus: {workers} worker(s) x {share:g} CPU leave {left:g} of the cluster's "
+            f"{total_cpus:g} CPUs to Ray Data, whose read tasks need 1 whole CPU each (the run would wait forever); "
+            "set scaling.data_cpus to at least 1 or lower scaling.cpus_per_worker")
     return share
 
 
