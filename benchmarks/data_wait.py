@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 
 import ray
-from mlflow.tracking import MlflowClient
+from run_metrics import metric_history
 
 from pipelines import cli
 from pipelines.train import metrics
@@ -47,11 +47,7 @@ def run(name: str, overrides: list[str], work: Path) -> dict:
     wall = time.perf_counter() - start
     if rc:
         raise RuntimeError(f"vit-study {' '.join(args)} exited with {rc}")
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    (found,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
-    history = {key: {m.step: m.value for m in client.get_metric_history(found.info.run_id, key)}
-               for key in (metrics.STEP_TIME, metrics.DATA_WAIT, metrics.IMAGES_PER_S)}
+    history = metric_history(uri, EXPERIMENT, name, (metrics.STEP_TIME, metrics.DATA_WAIT, metrics.IMAGES_PER_S))
     steps = sorted(history[metrics.STEP_TIME])
     step_time = [history[metrics.STEP_TIME][s] for s in steps]
     wait = [history[metrics.STEP_TIME][s] * history[metrics.DATA_WAIT][s] for s in steps]
