@@ -40,12 +40,9 @@ class NonFiniteError(FloatingPointError):
     """The loss or the gradient norm became NaN/inf; the message names the step."""
 
 
-def real_data_source(cfg: TrainConfig, plan: RunPlan, split: BatchSplit, resumed) -> RayDataSource:
-    """This worker's Ray Data shards, starting in the epoch a resumed checkpoint stopped in."""
-    images_seen = 0
-    if resumed is not None:
-        with resumed.as_directory() as directory:
-            images_seen = checkpointing.read_progress(directory).images_seen
+def real_data_source(cfg: TrainConfig, plan: RunPlan, split: BatchSplit, restored) -> RayDataSource:
+    """This worker's Ray Data shards, starting in the epoch the checkpoint in ``restored`` (if any) stopped in."""
+    images_seen = checkpointing.read_progress(restored).images_seen if restored is not None else 0
     return RayDataSource(split=split, eval_batch_size=cfg.eval.batch_size, seed=cfg.data.seed,
                          first_epoch=images_seen // plan.train_size, prefetch=cfg.data.prefetch_batches)
 
@@ -157,28 +154,29 @@ def train_func(loop_config: dict) -> None:
     split = split_batch(cfg.schedule, world)
     resumed = ray.train.get_checkpoint()
     source, batches = None, None
-    if not plan.synthetic:  # asked for first: the pipeline starts up in the background while the model is built
-        source = real_data_source(cfg, plan, split, resumed)
-        batches = source.train_microbatches(0)
-    mesh = init_device_mesh(device.type, (world,))
-    model = build_model(cfg.model.name, num_classes=plan.num_classes, image_size=cfg.data.image_size,
-                        options=model_options(cfg), seed=cfg.seed, parallel=cfg.parallel, mesh=mesh, device=device,
-                        wrap=objectives.model_wrapper(cfg))
-    if cfg.init.checkpoint and resumed is None:
-        load_initial_weights(model, cfg, plan, rank)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
-                                decay=cfg.schedule.decay)
-    average = WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     progress = checkpointing.Progress()
     logger = RunLogger(plan.tracking_uri, plan.mlflow_run_id) if rank == 0 and plan.mlflow_run_id else NullLogger()
-    if resumed is not None:
-        with resumed.as_directory() as directory:
-            progress = checkpointing.read_checkpoint(directory, model=model, optimizer=optimizer,
+    with contextlib.ExitStack() as stack:  # a remote checkpoint is fetched once: for the data's epoch, then weights
+        restored = stack.enter_context(resumed.as_directory()) if resumed is not None else None
+        if not plan.synthetic:  # asked for first: the pipeline starts up in the background while the model is built
+            source = real_data_source(cfg, plan, split, restored)
+            batches = source.train_microbatches(0)
+        mesh = init_device_mesh(device.type, (world,))
+        model = build_model(cfg.model.name, num_classes=plan.num_classes, image_size=cfg.data.image_size,
+                            options=model_options(cfg), seed=cfg.seed, parallel=cfg.parallel, mesh=mesh,
+                            device=device, wrap=objectives.model_wrapper(cfg))
+        if cfg.init.checkpoint and restored is None:
+            load_initial_weights(model, cfg, plan, rank)
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+                                    decay=cfg.schedule.decay)
+        average = WeightAverage(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        if restored is not None:
+            progress = checkpointing.read_checkpoint(restored, model=model, optimizer=optimizer,
                                                      scheduler=scheduler, rank=rank, extra=_average_state(average))
-            logger.requeue(checkpointing.read_unlogged(directory))
-    else:
-        torch.manual_seed(cfg.seed + 1 + rank)  # dropout / stochastic depth differ per rank
+            logger.requeue(checkpointing.read_unlogged(restored))
+        else:
+            torch.manual_seed(cfg.seed + 1 + rank)  # dropout / stochastic depth differ per rank
     if source is None:
         source = synthetic_source(cfg, plan, objectives.unwrap(model).config, split, rank, world)
         batches = source.train_microbatches(progress.step)
